@@ -1,0 +1,227 @@
+"""The `stablegate` command: processes (api, worker, dev, demo) and admin commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from stablegate import migrations
+from stablegate.config import Settings, get_settings
+from stablegate.db import Database, libpq_url
+from stablegate.errors import StablegateError
+from stablegate.merchants import service as merchants
+from stablegate.observability import logging as obs_logging
+
+app = typer.Typer(help="Stablegate: onchain stablecoin payments for merchants.", no_args_is_help=True)
+db_app = typer.Typer(help="Database: migrations and the embedded server.", no_args_is_help=True)
+merchants_app = typer.Typer(help="Create and list merchants.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(merchants_app, name="merchants")
+app.add_typer(keys_app, name="keys")
+
+console = Console()
+T = TypeVar("T")
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")]
+
+
+def _quiet() -> Settings:
+    settings = get_settings()
+    obs_logging.configure("WARNING", settings.log_format)
+    return settings
+
+
+def _run_in_session(fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    settings = _quiet()
+
+    async def go() -> T:
+        db = Database.connect(libpq_url(settings), settings)
+        try:
+            async with db.session() as session:
+                return await fn(session)
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(go())
+    except StablegateError as exc:
+        console.print(f"[red]error[/red] ({exc.param or exc.code}): {exc.message}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+    migrate: Annotated[bool, typer.Option(help="Run migrations first.")] = False,
+) -> None:
+    """Serve the merchant API, /metrics, /healthz and /readyz."""
+    import uvicorn
+
+    settings = get_settings()
+    obs_logging.configure(settings.log_level, settings.log_format)
+    url = libpq_url(settings)
+    if migrate:
+        migrations.upgrade(url)
+    uvicorn.run("stablegate.main:create_app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level="warning", access_log=False)
+
+
+@app.command()
+def worker(concurrency: Annotated[int, typer.Option(help="Jobs run at once.")] = 4) -> None:
+    """Run background jobs (procrastinate) until interrupted."""
+    from stablegate.jobs.app import run_worker_blocking
+
+    settings = get_settings()
+    obs_logging.configure(settings.log_level, settings.log_format)
+    run_worker_blocking(libpq_url(settings), settings, concurrency)
+
+
+@app.command()
+def dev(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """API + worker in one process on the embedded (or DATABASE_URL) database, migrated."""
+    from stablegate.devserver import run_dev
+
+    settings = get_settings()
+    obs_logging.configure(settings.log_level, "console")
+    url = libpq_url(settings)
+    migrations.upgrade(url)
+    asyncio.run(run_dev(url, settings, host, port))
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Port for the demo API server (0 = any free port).")] = 0,
+) -> None:
+    """A scripted end-to-end run on embedded defaults, with a readable summary."""
+    from stablegate.demo import run_demo
+
+    settings = _quiet()
+    url = libpq_url(settings)
+    migrations.upgrade(url)
+    ok = asyncio.run(run_demo(url, settings, port, console))
+    raise typer.Exit(0 if ok else 1)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply migrations (to head by default)."""
+    _quiet()
+    url = libpq_url(get_settings())
+    migrations.upgrade(url, revision)
+    console.print(f"database at revision {migrations.current(url)}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the current migration revision."""
+    _quiet()
+    console.print(str(migrations.current(libpq_url(get_settings()))))
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the libpq URL in use (starting the embedded server if needed)."""
+    _quiet()
+    print(libpq_url(get_settings()))
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL server."""
+    from stablegate import embedded_pg
+
+    settings = _quiet()
+    embedded_pg.stop(settings.data_dir / "pg")
+
+
+@merchants_app.command("create")
+def merchants_create(name: Annotated[str, typer.Option(help="Display name.")], as_json: JsonOpt = False) -> None:
+    """Create a merchant (test and live modes both exist from the start)."""
+    merchant = _run_in_session(lambda s: merchants.create_merchant(s, name))
+    _emit(as_json, {"id": merchant.id, "name": merchant.name, "created": merchant.created_at.isoformat()},
+          f"created merchant [bold]{merchant.id}[/bold] ({merchant.name})")
+
+
+@merchants_app.command("list")
+def merchants_list(as_json: JsonOpt = False) -> None:
+    """List merchants, newest first."""
+    rows = _run_in_session(merchants.list_merchants)
+    data = [{"id": m.id, "name": m.name, "created": m.created_at.isoformat()} for m in rows]
+    if as_json:
+        print(json.dumps({"data": data}))
+        return
+    _table(["id", "name", "created"], [list(d.values()) for d in data])
+
+
+@keys_app.command("create")
+def keys_create(
+    merchant: Annotated[str, typer.Option(help="Merchant id (mch_…).")],
+    mode: Annotated[str, typer.Option(help="test or live.")] = "test",
+    kind: Annotated[str, typer.Option(help="secret, publishable or restricted.")] = "secret",
+    scope: Annotated[list[str] | None, typer.Option(help="Scope for a restricted key; repeat.")] = None,
+    name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an API key. The key is printed once and cannot be shown again."""
+    secret = get_settings().resolved_secret_key()
+    created = _run_in_session(
+        lambda s: merchants.create_key(s, secret, merchant_id=merchant, mode=mode, kind=kind, scopes=scope, name=name)
+    )
+    payload = _key_json(created.key) | {"secret": created.secret}
+    _emit(as_json, payload, f"created {created.key.kind} key [bold]{created.key.id}[/bold] ({mode})\n"
+          f"  {created.secret}\n  store it now: it is not shown again")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id (key_…).")], as_json: JsonOpt = False) -> None:
+    """Revoke a key; the next request with it gets 401."""
+    key = _run_in_session(lambda s: merchants.revoke_key(s, key_id))
+    _emit(as_json, _key_json(key), f"revoked {key.id} ({key.prefix}…)")
+
+
+@keys_app.command("list")
+def keys_list(merchant: Annotated[str, typer.Option(help="Merchant id.")], as_json: JsonOpt = False) -> None:
+    """List a merchant's keys (prefixes only)."""
+    rows = _run_in_session(lambda s: merchants.list_keys(s, merchant))
+    data = [_key_json(k) for k in rows]
+    if as_json:
+        print(json.dumps({"data": data}))
+        return
+    _table(["id", "mode", "kind", "prefix", "revoked"], [[d["id"], d["mode"], d["kind"], d["prefix"] + "…", d["revoked"] or ""] for d in data])
+
+
+def _key_json(key: Any) -> dict[str, Any]:
+    return {
+        "id": key.id, "merchant": key.merchant_id, "mode": key.mode, "kind": key.kind, "scopes": key.scopes,
+        "prefix": key.prefix, "revoked": key.revoked_at.isoformat() if key.revoked_at else None,
+    }
+
+
+def _emit(as_json: bool, payload: dict[str, Any], text: str) -> None:
+    if as_json:
+        print(json.dumps(payload))
+    else:
+        console.print(text)
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> None:
+    table = Table(*headers)
+    for row in rows:
+        table.add_row(*[str(c) for c in row])
+    console.print(table)
+
+
+def main() -> None:
+    app()

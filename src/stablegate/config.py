@@ -1,0 +1,51 @@
+"""Process configuration, read once from the environment (prefix STABLEGATE_)."""
+
+from __future__ import annotations
+
+import functools
+import secrets
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STABLEGATE_", extra="ignore")
+
+    # DATABASE_URL is the conventional name, so it is read without our prefix.
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("stablegate")))
+    secret_key: str | None = None
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+
+    max_body_bytes: int = 64 * 1024
+    rate_limit_per_s: float = 100.0
+    rate_limit_burst: int = 200
+    idempotency_ttl_s: int = 24 * 3600
+    idempotency_lock_s: int = 60
+
+    log_level: str = "INFO"
+    log_format: str = "json"  # json | console
+    otel_exporter: str = "none"  # none | console | otlp
+    otel_service_name: str = "stablegate"
+
+    def resolved_secret_key(self) -> bytes:
+        """The HMAC key for API key hashes; generated once per data dir in dev."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(secrets.token_urlsafe(48))
+            tmp.chmod(0o600)
+            tmp.replace(path)
+        return path.read_text().strip().encode()
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Customers: the first merchant-owned API resource, and the template for the others."""

@@ -1,0 +1,1 @@
+"""Background jobs on procrastinate, enqueued inside the caller's transaction (outbox)."""

@@ -1,0 +1,69 @@
+"""The procrastinate app: task registry, periodic system jobs, and the worker entry point."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import procrastinate
+import structlog
+
+from stablegate.config import Settings
+from stablegate.db import Database, with_driver
+from stablegate.kit import idempotency
+from stablegate.observability import metrics
+
+log = structlog.get_logger(__name__)
+
+tasks = procrastinate.Blueprint()
+PURGE_MAX_BATCHES = 100
+
+
+class Runtime:
+    """What running tasks need; set once by the worker process."""
+
+    db: Database | None = None
+
+    @classmethod
+    def database(cls) -> Database:
+        assert cls.db is not None, "worker runtime not started"
+        return cls.db
+
+
+@tasks.periodic(cron="*/15 * * * *", periodic_id="purge_idempotency_keys")
+@tasks.task(name="system.purge_idempotency_keys", queue="system", pass_context=False)
+async def purge_idempotency_keys(timestamp: int) -> int:
+    """Delete expired idempotency keys in bounded batches (24 h retention)."""
+    deleted = 0
+    for _ in range(PURGE_MAX_BATCHES):
+        async with Runtime.database().session() as session:
+            batch = await idempotency.purge_expired(session)
+        deleted += batch
+        if batch < idempotency.PURGE_BATCH_SIZE:
+            break
+    log.info("idempotency.purged", deleted=deleted)
+    metrics.JOBS_RUN.labels("system.purge_idempotency_keys", "ok").inc()
+    return deleted
+
+
+def build_app(url: str) -> procrastinate.App:
+    connector = procrastinate.PsycopgConnector(conninfo=with_driver(url, ""))
+    app = procrastinate.App(connector=connector)
+    app.add_tasks_from(tasks, namespace="")
+    return app
+
+
+async def run_worker(url: str, settings: Settings, *, concurrency: int = 4, wait: bool = True, **kwargs: Any) -> None:
+    Runtime.db = Database.connect(url, settings)
+    app = build_app(url)
+    try:
+        async with app.open_async():
+            log.info("worker.started", concurrency=concurrency)
+            await app.run_worker_async(concurrency=concurrency, wait=wait, **kwargs)
+    finally:
+        await Runtime.database().dispose()
+        Runtime.db = None
+
+
+def run_worker_blocking(url: str, settings: Settings, concurrency: int = 4) -> None:
+    asyncio.run(run_worker(url, settings, concurrency=concurrency))

@@ -1,0 +1,44 @@
+"""Prefixed, time-sortable identifiers (``cus_01J…``).
+
+26 Crockford base32 characters: 48 bits of Unix milliseconds then 80 random bits, so ids
+sort by creation time, which is what cursor pagination orders by.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_BODY_LENGTH = 26
+_BODY_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+
+
+def _encode(value: int) -> str:
+    chars = []
+    for _ in range(_BODY_LENGTH):
+        chars.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def new_id(prefix: str, now_ms: int | None = None) -> str:
+    assert prefix.isalpha() and prefix.islower(), prefix
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    assert 0 <= ms < 1 << 48
+    value = (ms << 80) | secrets.randbits(80)
+    return f"{prefix}_{_encode(value)}"
+
+
+def is_valid_id(value: str, prefix: str) -> bool:
+    head, sep, body = value.partition("_")
+    return sep == "_" and head == prefix and bool(_BODY_RE.match(body))
+
+
+def id_timestamp_ms(value: str) -> int:
+    body = value.partition("_")[2]
+    number = 0
+    for char in body:
+        number = number * 32 + _ALPHABET.index(char)
+    return number >> 80

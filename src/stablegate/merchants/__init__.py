@@ -1,0 +1,1 @@
+"""Merchants, their modes (test/live) and API keys; authentication resolves here."""

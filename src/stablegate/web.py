@@ -1,0 +1,91 @@
+"""FastAPI dependencies shared by every domain router: the request's session and caller."""
+
+
+from collections.abc import Callable
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from fastapi import Depends, Query, Request
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from stablegate.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
+from stablegate.merchants.service import Principal
+
+
+def get_session(request: Request) -> AsyncSession:
+    session = request.state.session
+    assert isinstance(session, AsyncSession)
+    return session
+
+
+def get_principal(request: Request) -> Principal:
+    principal = request.state.principal
+    assert isinstance(principal, Principal)
+    return principal
+
+
+def require(scope: str) -> Callable[..., Principal]:
+    """Dependency: the caller, after checking that its key holds `scope`."""
+
+    def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        principal.require(scope)
+        return principal
+
+    return dependency
+
+
+def page_params(prefix: str) -> Callable[..., PageRequest]:
+    def dependency(
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size, 1–100.")] = DEFAULT_LIMIT,
+        starting_after: Annotated[
+            str | None, Query(max_length=64, description=f"A `{prefix}_` id: return objects older than it.")
+        ] = None,
+        ending_before: Annotated[
+            str | None, Query(max_length=64, description=f"A `{prefix}_` id: return objects newer than it.")
+        ] = None,
+    ) -> PageRequest:
+        return PageRequest.parse(prefix, limit, starting_after, ending_before)
+
+    return dependency
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+T = TypeVar("T")
+
+
+class ListResponse(BaseModel, Generic[T]):
+    model_config = ConfigDict(extra="forbid")
+
+    object: Literal["list"] = "list"
+    url: str
+    has_more: bool
+    data: list[T]
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    code: str
+    message: str
+    param: str | None
+    request_id: str | None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route can return (same body shape)."""
+    common = (400, 401, 403, 413, 429)
+    descriptions = {
+        400: "Invalid request (the error names the parameter).",
+        401: "Missing, invalid or revoked API key.",
+        403: "The key lacks the permission this endpoint needs.",
+        404: "No such object for this merchant and mode.",
+        405: "Method not allowed.",
+        409: "Idempotency key in use by a request still running.",
+        413: "Request body too large.",
+        429: "Rate limited; see Retry-After.",
+    }
+    return {s: {"model": ErrorBody, "description": descriptions[s]} for s in sorted(set(common + statuses))}
