@@ -18,22 +18,22 @@ CustomerId = Annotated[str, Path(max_length=64, description="A `cus_` id.")]
 
 
 @router.post("", response_model=Customer, responses=error_responses(409))
-async def create_customer(params: CustomerCreate, session: SessionDep, principal: Writer) -> Customer:
-    """Create a customer. Send an `Idempotency-Key` header to make retries safe."""
-    return to_schema(await service.create(session, principal, params))
+async def create_customer(session: SessionDep, principal: Writer, params: CustomerCreate | None = None) -> Customer:
+    """Create a customer (every field optional). Send an `Idempotency-Key` header to make retries safe."""
+    return to_schema(await service.create(session, principal, params or CustomerCreate()))
 
 
-@router.get("/{customer_id}", response_model=Customer, responses=error_responses(404))
-async def retrieve_customer(customer_id: CustomerId, session: SessionDep, principal: Reader) -> Customer:
-    return to_schema(await service.get(session, principal, customer_id))
+@router.get("/{id}", response_model=Customer, responses=error_responses(404))
+async def retrieve_customer(id: CustomerId, session: SessionDep, principal: Reader) -> Customer:
+    return to_schema(await service.get(session, principal, id))
 
 
-@router.post("/{customer_id}", response_model=Customer, responses=error_responses(404, 409))
+@router.post("/{id}", response_model=Customer, responses=error_responses(404, 409))
 async def update_customer(
-    customer_id: CustomerId, params: CustomerUpdate, session: SessionDep, principal: Writer
+    id: CustomerId, session: SessionDep, principal: Writer, params: CustomerUpdate | None = None
 ) -> Customer:
     """Update the fields you pass; metadata keys merge, and an empty string removes a key."""
-    return to_schema(await service.update(session, principal, customer_id, params))
+    return to_schema(await service.update(session, principal, id, params or CustomerUpdate()))
 
 
 @router.get("", response_model=ListResponse[Customer], responses=error_responses())

@@ -1,0 +1,3 @@
+from stablegate.cli import main
+
+main()

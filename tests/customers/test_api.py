@@ -1,0 +1,41 @@
+"""Customers: create, retrieve, update (metadata merge) and cursor pagination both ways."""
+
+from __future__ import annotations
+
+from tests.conftest import ApiServer, Tenant
+
+
+def test_create_retrieve_update(api: ApiServer, tenant: Tenant) -> None:
+    with api.client(tenant.test_key) as client:
+        created = client.post("/v1/customers", json={"email": "a@example.com", "metadata": {"tier": "gold", "x": "1"}}).json()
+        assert created["object"] == "customer" and created["id"].startswith("cus_") and created["livemode"] is False
+        fetched = client.get(f"/v1/customers/{created['id']}").json()
+        assert fetched == created
+        updated = client.post(f"/v1/customers/{created['id']}", json={"name": "Ada", "metadata": {"x": "", "y": "2"}}).json()
+    assert updated["name"] == "Ada" and updated["email"] == "a@example.com"
+    assert updated["metadata"] == {"tier": "gold", "y": "2"}
+
+
+def test_empty_body_creates_a_customer(api: ApiServer, tenant: Tenant) -> None:
+    with api.client(tenant.test_key) as client:
+        r = client.post("/v1/customers")
+    assert r.status_code == 200, r.text
+
+
+def test_pagination_walks_forwards_and_backwards(api: ApiServer, tenant: Tenant) -> None:
+    with api.client(tenant.test_key) as client:
+        made = [client.post("/v1/customers", json={"name": f"c{i}"}).json()["id"] for i in range(7)]
+        newest_first = list(reversed(made))
+        seen: list[str] = []
+        cursor = None
+        while True:
+            params = {"limit": 3} | ({"starting_after": cursor} if cursor else {})
+            page = client.get("/v1/customers", params=params).json()
+            seen += [c["id"] for c in page["data"]]
+            if not page["has_more"]:
+                break
+            cursor = page["data"][-1]["id"]
+        assert seen == newest_first
+        back = client.get("/v1/customers", params={"limit": 3, "ending_before": newest_first[5]}).json()
+        assert [c["id"] for c in back["data"]] == newest_first[2:5]
+        assert back["has_more"] is True

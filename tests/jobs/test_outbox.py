@@ -1,0 +1,55 @@
+"""The transactional outbox: a job enqueued in a rolled-back transaction never exists;
+one enqueued in a committed transaction is run by the real worker."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import text
+
+from stablegate.config import Settings
+from stablegate.db import Database
+from stablegate.jobs import outbox
+from stablegate.jobs.app import purge_idempotency_keys, run_worker
+from tests.conftest import Tenant
+
+
+async def job_rows(db: Database, marker: int) -> list[tuple[int, str]]:
+    async with db.session() as session:
+        rows = await session.execute(
+            text("SELECT id, status FROM procrastinate_jobs WHERE task_name = :t AND (args->>'timestamp')::bigint = :m"),
+            {"t": purge_idempotency_keys.name, "m": marker},
+        )
+        return [(r[0], r[1]) for r in rows]
+
+
+async def test_rolled_back_transaction_enqueues_nothing(db: Database) -> None:
+    marker = time.time_ns()
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        async with db.session() as session:
+            await outbox.enqueue(session, purge_idempotency_keys, timestamp=marker)
+            raise Boom
+    assert await job_rows(db, marker) == []
+
+
+async def test_committed_job_runs_on_the_worker(db: Database, database_url: str, settings: Settings, tenant: Tenant) -> None:
+    marker = time.time_ns()
+    async with db.session() as session:
+        await session.execute(
+            text(
+                "INSERT INTO idempotency_keys (merchant_id, mode, key, fingerprint, state, locked_until, expires_at)"
+                " VALUES (:m, 'test', 'expired-key', :fp, 'completed', now(), now() - interval '1 second')"
+            ),
+            {"m": tenant.merchant_id, "fp": b"\0" * 32},
+        )
+        await outbox.enqueue(session, purge_idempotency_keys, timestamp=marker)
+    await run_worker(database_url, settings, concurrency=1, wait=False, install_signal_handlers=False, queues=["system"])
+    assert [status for _, status in await job_rows(db, marker)] == ["succeeded"]
+    async with db.session() as session:
+        left = await session.scalar(text("SELECT count(*) FROM idempotency_keys WHERE key = 'expired-key'"))
+    assert left == 0

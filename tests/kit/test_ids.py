@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stablegate.kit.ids import id_timestamp_ms, is_valid_id, new_id
+
+
+@given(st.integers(min_value=0, max_value=(1 << 48) - 1), st.integers(min_value=0, max_value=(1 << 48) - 1))
+def test_ids_sort_by_time(a_ms: int, b_ms: int) -> None:
+    a, b = new_id("cus", a_ms), new_id("cus", b_ms)
+    assert id_timestamp_ms(a) == a_ms and id_timestamp_ms(b) == b_ms
+    if a_ms < b_ms:
+        assert a < b
+    assert is_valid_id(a, "cus") and not is_valid_id(a, "pay")
+
+
+def test_ids_are_unique_and_shaped() -> None:
+    ids = {new_id("pay") for _ in range(10_000)}
+    assert len(ids) == 10_000
+    sample = next(iter(ids))
+    assert sample.startswith("pay_") and len(sample) == 30
+
+
+@given(st.text(max_size=40))
+def test_garbage_is_never_a_valid_id(value: str) -> None:
+    if is_valid_id(value, "cus"):
+        assert value.startswith("cus_") and len(value) == 30
