@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import structlog
@@ -19,7 +20,7 @@ from stablegate.customers.api import router as customers_router
 from stablegate.db import Database, libpq_url
 from stablegate.errors import InvalidRequest, MethodNotAllowed, NotFound, StablegateError
 from stablegate.kit.idempotency import HEADER as IDEMPOTENCY_HEADER
-from stablegate.kit.idempotency import MAX_KEY_LENGTH
+from stablegate.kit.idempotency import KEY_PATTERN, MAX_KEY_LENGTH
 from stablegate.kit.ratelimit import RateLimiter
 from stablegate.merchants.api import router as account_router
 from stablegate.observability import logging as obs_logging
@@ -27,6 +28,7 @@ from stablegate.observability import tracing
 from stablegate.pipeline import ObservabilityMiddleware, PipelineConfig, UnitOfWorkMiddleware
 
 log = structlog.get_logger(__name__)
+MAX_PARAM_PART_CHARS = 64
 
 API_DESCRIPTION = """\
 The Stablegate merchant API. Authenticate with `Authorization: Bearer sk_test_…`.
@@ -85,6 +87,7 @@ def _error(exc: StablegateError, request: Request) -> JSONResponse:
 def _param_from_loc(loc: tuple[Any, ...]) -> str | None:
     """('body', 'metadata', 'x') -> 'metadata[x]'; ('query', 'limit') -> 'limit'."""
     parts = [str(p) for p in loc[1:]] if loc and loc[0] in ("body", "query", "path", "header") else [str(p) for p in loc]
+    parts = [p[:MAX_PARAM_PART_CHARS] for p in parts if p != "[key]"]  # pydantic marks dict-key errors so
     if not parts:
         return "body" if loc and loc[0] == "body" else None
     return parts[0] + "".join(f"[{p}]" for p in parts[1:])
@@ -121,12 +124,24 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 405:
-            return _error(MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}."), request)
+            # RFC 9110: a 405 lists what is allowed.
+            allowed = ", ".join(_allowed_methods(app, request))
+            error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}.", headers={"Allow": allowed})
+            return _error(error, request)
         if exc.status_code == 404:
             return _error(NotFound(f"Unrecognized request URL ({request.method} {request.url.path}).", code="url_not_found"), request)
         generic = InvalidRequest(str(exc.detail))
         generic.status_code = exc.status_code
         return _error(generic, request)
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method the API documents at this path (Starlette reports only one route's)."""
+    methods: set[str] = set()
+    for path, item in app.openapi()["paths"].items():
+        if re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", path), request.url.path):
+            methods |= {m.upper() for m in item}
+    return sorted(methods)
 
 
 def _add_ops_routes(app: FastAPI, db: Database) -> None:
@@ -176,5 +191,5 @@ def _idempotency_parameter() -> dict[str, Any]:
         "in": "header",
         "required": False,
         "description": "A unique key (e.g. a UUID) that makes retries of this POST safe for 24 hours.",
-        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": KEY_PATTERN},
     }

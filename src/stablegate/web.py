@@ -8,6 +8,7 @@ from fastapi import Depends, Query, Request
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from stablegate.kit.ids import id_pattern
 from stablegate.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
 from stablegate.merchants.service import Principal
 
@@ -38,10 +39,20 @@ def page_params(prefix: str) -> Callable[..., PageRequest]:
     def dependency(
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size, 1–100.")] = DEFAULT_LIMIT,
         starting_after: Annotated[
-            str | None, Query(max_length=64, description=f"A `{prefix}_` id: return objects older than it.")
+            str | None,
+            Query(
+                max_length=64,
+                description=f"A `{prefix}_` id: return objects older than it.",
+                json_schema_extra={"pattern": id_pattern(prefix)},
+            ),
         ] = None,
         ending_before: Annotated[
-            str | None, Query(max_length=64, description=f"A `{prefix}_` id: return objects newer than it.")
+            str | None,
+            Query(
+                max_length=64,
+                description=f"A `{prefix}_` id: return objects newer than it.",
+                json_schema_extra={"pattern": id_pattern(prefix)},
+            ),
         ] = None,
     ) -> PageRequest:
         return PageRequest.parse(prefix, limit, starting_after, ending_before)

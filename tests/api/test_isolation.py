@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from fastapi.routing import APIRoute
 
 from stablegate.config import Settings
 from stablegate.db import Database
@@ -39,13 +38,9 @@ OWNED_ROUTES = [
 
 
 def test_every_route_with_an_id_is_in_the_table(db: Database, settings: Settings) -> None:
-    app = create_app(settings, db)
-    with_ids = {
-        (method, route.path.split("{")[0])
-        for route in app.routes
-        if isinstance(route, APIRoute) and "{" in route.path
-        for method in route.methods
-    }
+    paths = create_app(settings, db).openapi()["paths"]
+    with_ids = {(method.upper(), path.split("{")[0]) for path, item in paths.items() if "{" in path for method in item}
+    assert with_ids, "the API has routes with ids"
     covered = {(r.method, r.path.split("{")[0]) for r in OWNED_ROUTES}
     assert with_ids <= covered, f"add rows to OWNED_ROUTES for {sorted(with_ids - covered)}"
 

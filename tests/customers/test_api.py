@@ -39,3 +39,11 @@ def test_pagination_walks_forwards_and_backwards(api: ApiServer, tenant: Tenant)
         back = client.get("/v1/customers", params={"limit": 3, "ending_before": newest_first[5]}).json()
         assert [c["id"] for c in back["data"]] == newest_first[2:5]
         assert back["has_more"] is True
+
+
+def test_both_cursors_select_the_range_between(api: ApiServer, tenant: Tenant) -> None:
+    with api.client(tenant.test_key) as client:
+        made = [client.post("/v1/customers", json={"name": f"r{i}"}).json()["id"] for i in range(5)]
+        page = client.get("/v1/customers", params={"starting_after": made[4], "ending_before": made[0]}).json()
+    assert [c["id"] for c in page["data"]] == [made[3], made[2], made[1]]
+    assert page["has_more"] is False

@@ -2,32 +2,38 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
+
+from stablegate.kit.validation import NO_NUL_PATTERN, STORABLE
 
 MAX_METADATA_KEYS = 50
 MAX_METADATA_KEY_CHARS = 40
 MAX_METADATA_VALUE_CHARS = 500
 
-Email = Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+Email = Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$"), STORABLE]
+Name = Annotated[str, StringConstraints(max_length=200, pattern=NO_NUL_PATTERN), STORABLE]
+Description = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL_PATTERN), STORABLE]
 
 
-def _check_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
-    if value is None:
-        return None
-    if len(value) > MAX_METADATA_KEYS:
-        raise ValueError(f"at most {MAX_METADATA_KEYS} keys")
-    for key, item in value.items():
-        if not 1 <= len(key) <= MAX_METADATA_KEY_CHARS:
-            raise ValueError(f"keys must be 1 to {MAX_METADATA_KEY_CHARS} characters")
-        if len(item) > MAX_METADATA_VALUE_CHARS:
-            raise ValueError(f"values must be at most {MAX_METADATA_VALUE_CHARS} characters")
-    return value
-
-
+MetadataKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_METADATA_KEY_CHARS, pattern=NO_NUL_PATTERN), STORABLE
+]
+MetadataValue = Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE_CHARS, pattern=NO_NUL_PATTERN), STORABLE]
+# Spelled out: pydantic would render the key pattern as patternProperties, which lets any
+# value through for keys that do not match and so misdescribes what we accept.
+_METADATA_JSON_SCHEMA = {
+    "type": "object",
+    "maxProperties": MAX_METADATA_KEYS,
+    "propertyNames": {"minLength": 1, "maxLength": MAX_METADATA_KEY_CHARS, "pattern": NO_NUL_PATTERN},
+    "additionalProperties": {"type": "string", "maxLength": MAX_METADATA_VALUE_CHARS, "pattern": NO_NUL_PATTERN},
+}
 Metadata = Annotated[
-    dict[str, str] | None,
-    AfterValidator(_check_metadata),
-    Field(description="Up to 50 string key/value pairs for your own use."),
+    Annotated[dict[MetadataKey, MetadataValue], WithJsonSchema(_METADATA_JSON_SCHEMA)] | None,
+    Field(
+        max_length=MAX_METADATA_KEYS,
+        description="Up to 50 key/value pairs for your own use (keys ≤ 40, values ≤ 500 characters). "
+        "On update, an empty value removes that key.",
+    ),
 ]
 
 
@@ -35,8 +41,8 @@ class CustomerCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     email: Email | None = None
-    name: Annotated[str, StringConstraints(max_length=200)] | None = None
-    description: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    name: Name | None = None
+    description: Description | None = None
     metadata: Metadata = None
 
 

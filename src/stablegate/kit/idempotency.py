@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select, text, update
@@ -21,6 +22,9 @@ from stablegate.kit.idempotency_models import IdempotencyKey
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
+# Visible ASCII only: keys are opaque tokens (UUIDs in practice) that must survive proxies.
+KEY_PATTERN = r"^[!-~]{1,255}$"
+_KEY_RE = re.compile(KEY_PATTERN)
 # Headers that describe this particular delivery rather than the stored response.
 _VOLATILE_HEADERS = {b"content-length", b"request-id", b"date", b"server"}
 PURGE_BATCH_SIZE = 1000
@@ -41,9 +45,9 @@ class Scope:
 
 
 def validate_key(raw: str) -> str:
-    if not raw or len(raw) > MAX_KEY_LENGTH or not raw.isprintable():
+    if not _KEY_RE.match(raw):
         raise InvalidRequest(
-            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters.",
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} visible ASCII characters (a UUID works).",
             param=HEADER,
             code="invalid_idempotency_key",
         )

@@ -31,6 +31,11 @@ def new_id(prefix: str, now_ms: int | None = None) -> str:
     return f"{prefix}_{_encode(value)}"
 
 
+def id_pattern(prefix: str) -> str:
+    """The regular expression (for OpenAPI) that a valid `prefix` id matches."""
+    return f"^{prefix}_{_BODY_RE.pattern[1:-1]}$"
+
+
 def is_valid_id(value: str, prefix: str) -> bool:
     head, sep, body = value.partition("_")
     return sep == "_" and head == prefix and bool(_BODY_RE.match(body))

@@ -1,7 +1,8 @@
 """Cursor pagination shared by every list endpoint.
 
 Ids are time-sortable, so the cursor *is* an object id: lists go newest first and
-`starting_after=X` returns objects older than X, `ending_before=X` objects newer than X.
+`starting_after=X` returns objects older than X, `ending_before=X` objects newer than X,
+and both together the objects strictly between the two.
 """
 
 from __future__ import annotations
@@ -32,10 +33,6 @@ class PageRequest:
     def parse(cls, prefix: str, limit: int, starting_after: str | None, ending_before: str | None) -> PageRequest:
         if not 1 <= limit <= MAX_LIMIT:
             raise InvalidRequest(f"limit must be between 1 and {MAX_LIMIT}.", param="limit", code="parameter_invalid")
-        if starting_after is not None and ending_before is not None:
-            raise InvalidRequest(
-                "Pass at most one of starting_after and ending_before.", param="ending_before", code="parameter_invalid"
-            )
         for name, cursor in (("starting_after", starting_after), ("ending_before", ending_before)):
             if cursor is not None and not is_valid_id(cursor, prefix):
                 raise InvalidRequest(f"{name} must be an id of the form {prefix}_….", param=name, code="invalid_cursor")
@@ -50,16 +47,18 @@ class Page(Generic[T]):
 
 def apply(query: Select[Any], id_column: InstrumentedAttribute[str], page: PageRequest) -> Select[Any]:
     """Add the cursor condition, order and limit+1 (to learn has_more) to `query`."""
-    if page.ending_before is not None:
-        # Walk forwards from the cursor, then flip, so the page stays newest-first.
-        return query.where(id_column > page.ending_before).order_by(id_column.asc()).limit(page.limit + 1)
     if page.starting_after is not None:
         query = query.where(id_column < page.starting_after)
+    if page.ending_before is not None:
+        query = query.where(id_column > page.ending_before)
+        if page.starting_after is None:
+            # Walk forwards from the cursor, then flip, so the page stays newest-first.
+            return query.order_by(id_column.asc()).limit(page.limit + 1)
     return query.order_by(id_column.desc()).limit(page.limit + 1)
 
 
 def finish(rows: Sequence[T], page: PageRequest) -> Page[T]:
     items = list(rows[: page.limit])
-    if page.ending_before is not None:
+    if page.ending_before is not None and page.starting_after is None:
         items.reverse()
     return Page(data=items, has_more=len(rows) > page.limit)
