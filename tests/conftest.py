@@ -44,7 +44,9 @@ def recreate_database(admin: str, name: str) -> str:
 
 @pytest.fixture(scope="session")
 def database_url(worker_id: str) -> str:
-    url = recreate_database(admin_url(), f"stablegate_test_{worker_id}")
+    # The suffix keeps a nested run (tests/e2e) from dropping the outer run's database.
+    suffix = os.environ.get("STABLEGATE_TEST_DB_SUFFIX", "")
+    url = recreate_database(admin_url(), f"stablegate_test_{worker_id}{suffix}")
     migrations.upgrade(url)
     return url
 
@@ -79,12 +81,16 @@ class ApiServer:
 
 def start_server(database_url: str, log_path: Path, extra_env: dict[str, str] | None = None) -> ApiServer:
     port = free_port()
-    env = os.environ | {
-        "DATABASE_URL": database_url,
-        "STABLEGATE_RATE_LIMIT_PER_S": "10000",
-        "STABLEGATE_RATE_LIMIT_BURST": "10000",
-        "STABLEGATE_LOG_LEVEL": "INFO",
-    } | (extra_env or {})
+    env = (
+        os.environ
+        | {
+            "DATABASE_URL": database_url,
+            "STABLEGATE_RATE_LIMIT_PER_S": "10000",
+            "STABLEGATE_RATE_LIMIT_BURST": "10000",
+            "STABLEGATE_LOG_LEVEL": "INFO",
+        }
+        | (extra_env or {})
+    )
     log_file = log_path.open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "stablegate", "api", "--port", str(port)], env=env, stdout=log_file, stderr=log_file

@@ -71,8 +71,15 @@ def api(
     url = libpq_url(settings)
     if migrate:
         migrations.upgrade(url)
-    uvicorn.run("stablegate.main:create_app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False)
+    uvicorn.run(
+        "stablegate.main:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 @app.command()
@@ -150,8 +157,11 @@ def db_stop() -> None:
 def merchants_create(name: Annotated[str, typer.Option(help="Display name.")], as_json: JsonOpt = False) -> None:
     """Create a merchant (test and live modes both exist from the start)."""
     merchant = _run_in_session(lambda s: merchants.create_merchant(s, name))
-    _emit(as_json, {"id": merchant.id, "name": merchant.name, "created": merchant.created_at.isoformat()},
-          f"created merchant [bold]{merchant.id}[/bold] ({merchant.name})")
+    _emit(
+        as_json,
+        {"id": merchant.id, "name": merchant.name, "created": merchant.created_at.isoformat()},
+        f"created merchant [bold]{merchant.id}[/bold] ({merchant.name})",
+    )
 
 
 @merchants_app.command("list")
@@ -180,8 +190,12 @@ def keys_create(
         lambda s: merchants.create_key(s, secret, merchant_id=merchant, mode=mode, kind=kind, scopes=scope, name=name)
     )
     payload = _key_json(created.key) | {"secret": created.secret}
-    _emit(as_json, payload, f"created {created.key.kind} key [bold]{created.key.id}[/bold] ({mode})\n"
-          f"  {created.secret}\n  store it now: it is not shown again")
+    _emit(
+        as_json,
+        payload,
+        f"created {created.key.kind} key [bold]{created.key.id}[/bold] ({mode})\n"
+        f"  {created.secret}\n  store it now: it is not shown again",
+    )
 
 
 @keys_app.command("revoke")
@@ -199,13 +213,21 @@ def keys_list(merchant: Annotated[str, typer.Option(help="Merchant id.")], as_js
     if as_json:
         print(json.dumps({"data": data}))
         return
-    _table(["id", "mode", "kind", "prefix", "revoked"], [[d["id"], d["mode"], d["kind"], d["prefix"] + "…", d["revoked"] or ""] for d in data])
+    _table(
+        ["id", "mode", "kind", "prefix", "revoked"],
+        [[d["id"], d["mode"], d["kind"], d["prefix"] + "…", d["revoked"] or ""] for d in data],
+    )
 
 
 def _key_json(key: Any) -> dict[str, Any]:
     return {
-        "id": key.id, "merchant": key.merchant_id, "mode": key.mode, "kind": key.kind, "scopes": key.scopes,
-        "prefix": key.prefix, "revoked": key.revoked_at.isoformat() if key.revoked_at else None,
+        "id": key.id,
+        "merchant": key.merchant_id,
+        "mode": key.mode,
+        "kind": key.kind,
+        "scopes": key.scopes,
+        "prefix": key.prefix,
+        "revoked": key.revoked_at.isoformat() if key.revoked_at else None,
     }
 
 

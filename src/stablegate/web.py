@@ -1,6 +1,5 @@
 """FastAPI dependencies shared by every domain router: the request's session and caller."""
 
-
 from collections.abc import Callable
 from typing import Annotated, Any, Generic, Literal, TypeVar
 

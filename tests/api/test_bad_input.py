@@ -16,22 +16,78 @@ JSON = {"content-type": "application/json"}
 
 # (label, method, path, kwargs, status, code, param)
 CASES: list[tuple[str, str, str, dict[str, Any], int, str, str | None]] = [
-    ("malformed json", "POST", "/v1/customers", {"content": b'{"name": ', "headers": JSON}, 400, "json_invalid", "body"),
+    (
+        "malformed json",
+        "POST",
+        "/v1/customers",
+        {"content": b'{"name": ', "headers": JSON},
+        400,
+        "json_invalid",
+        "body",
+    ),
     ("body is a list", "POST", "/v1/customers", {"json": [1, 2]}, 400, "parameter_invalid", "body"),
     ("wrong type", "POST", "/v1/customers", {"json": {"name": 12}}, 400, "parameter_invalid", "name"),
     ("bool for string", "POST", "/v1/customers", {"json": {"email": True}}, 400, "parameter_invalid", "email"),
     ("bad email", "POST", "/v1/customers", {"json": {"email": "not-an-email"}}, 400, "parameter_invalid", "email"),
-    ("unknown field", "POST", "/v1/customers", {"json": {"name": "a", "admin": True}}, 400, "parameter_invalid", "admin"),
-    ("nested metadata type", "POST", "/v1/customers", {"json": {"metadata": {"a": 1}}}, 400, "parameter_invalid", "metadata[a]"),
-    ("too many metadata keys", "POST", "/v1/customers", {"json": {"metadata": {f"k{i}": "v" for i in range(51)}}}, 400, "parameter_invalid", "metadata"),
+    (
+        "unknown field",
+        "POST",
+        "/v1/customers",
+        {"json": {"name": "a", "admin": True}},
+        400,
+        "parameter_invalid",
+        "admin",
+    ),
+    (
+        "nested metadata type",
+        "POST",
+        "/v1/customers",
+        {"json": {"metadata": {"a": 1}}},
+        400,
+        "parameter_invalid",
+        "metadata[a]",
+    ),
+    (
+        "too many metadata keys",
+        "POST",
+        "/v1/customers",
+        {"json": {"metadata": {f"k{i}": "v" for i in range(51)}}},
+        400,
+        "parameter_invalid",
+        "metadata",
+    ),
     ("oversized string", "POST", "/v1/customers", {"json": {"name": "x" * 201}}, 400, "parameter_invalid", "name"),
-    ("oversized body", "POST", "/v1/customers", {"json": {"description": "x" * 70_000}}, 413, "payload_too_large", None),
+    (
+        "oversized body",
+        "POST",
+        "/v1/customers",
+        {"json": {"description": "x" * 70_000}},
+        413,
+        "payload_too_large",
+        None,
+    ),
     ("negative limit", "GET", "/v1/customers", {"params": {"limit": -1}}, 400, "parameter_invalid", "limit"),
     ("zero limit", "GET", "/v1/customers", {"params": {"limit": 0}}, 400, "parameter_invalid", "limit"),
     ("huge limit", "GET", "/v1/customers", {"params": {"limit": 10**30}}, 400, "parameter_invalid", "limit"),
     ("text limit", "GET", "/v1/customers", {"params": {"limit": "ten"}}, 400, "parameter_invalid", "limit"),
-    ("bogus cursor", "GET", "/v1/customers", {"params": {"starting_after": "garbage"}}, 400, "invalid_cursor", "starting_after"),
-    ("wrong-prefix cursor", "GET", "/v1/customers", {"params": {"ending_before": "pay_01M86R214T1G6P3KR5DXGSB94F"}}, 400, "invalid_cursor", "ending_before"),
+    (
+        "bogus cursor",
+        "GET",
+        "/v1/customers",
+        {"params": {"starting_after": "garbage"}},
+        400,
+        "invalid_cursor",
+        "starting_after",
+    ),
+    (
+        "wrong-prefix cursor",
+        "GET",
+        "/v1/customers",
+        {"params": {"ending_before": "pay_01M86R214T1G6P3KR5DXGSB94F"}},
+        400,
+        "invalid_cursor",
+        "ending_before",
+    ),
     ("unknown id", "GET", "/v1/customers/cus_nope", {}, 404, "resource_missing", "id"),
     ("overlong id", "GET", "/v1/customers/" + "c" * 65, {}, 400, "parameter_invalid", "id"),
     ("unknown url", "GET", "/v1/nothing_here", {}, 404, "url_not_found", None),
@@ -41,18 +97,34 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str, str | None]] = [
 
 async def snapshot(db: Database, merchant_id: str) -> tuple[int, int]:
     async with db.session() as session:
-        customers = await session.scalar(select(func.count()).select_from(Customer).where(Customer.merchant_id == merchant_id))
-        keys = await session.scalar(select(func.count()).select_from(IdempotencyKey).where(IdempotencyKey.merchant_id == merchant_id))
+        customers = await session.scalar(
+            select(func.count()).select_from(Customer).where(Customer.merchant_id == merchant_id)
+        )
+        keys = await session.scalar(
+            select(func.count()).select_from(IdempotencyKey).where(IdempotencyKey.merchant_id == merchant_id)
+        )
     return int(customers or 0), int(keys or 0)
 
 
-@pytest.mark.parametrize(("label", "method", "path", "kwargs", "status", "code", "param"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("label", "method", "path", "kwargs", "status", "code", "param"), CASES, ids=[c[0] for c in CASES]
+)
 async def test_bad_input(
-    api: ApiServer, db: Database, tenant: Tenant,
-    label: str, method: str, path: str, kwargs: dict[str, Any], status: int, code: str, param: str | None,
+    api: ApiServer,
+    db: Database,
+    tenant: Tenant,
+    label: str,
+    method: str,
+    path: str,
+    kwargs: dict[str, Any],
+    status: int,
+    code: str,
+    param: str | None,
 ) -> None:
     before = await snapshot(db, tenant.merchant_id)
-    headers = kwargs.pop("headers", {}) | ({"Idempotency-Key": "bad-" + label.replace(" ", "-")} if method == "POST" else {})
+    headers = kwargs.pop("headers", {}) | (
+        {"Idempotency-Key": "bad-" + label.replace(" ", "-")} if method == "POST" else {}
+    )
     with api.client(tenant.test_key) as client:
         r = client.request(method, path, headers=headers, **kwargs)
     assert r.status_code == status, r.text
@@ -73,7 +145,9 @@ async def test_bad_input(
         ({"metadata": {"k\x00": "v"}}, "metadata[k\x00]"),
     ],
 )
-async def test_text_postgres_cannot_store_is_rejected(api: ApiServer, db: Database, tenant: Tenant, body: dict[str, Any], param: str) -> None:
+async def test_text_postgres_cannot_store_is_rejected(
+    api: ApiServer, db: Database, tenant: Tenant, body: dict[str, Any], param: str
+) -> None:
     before = await snapshot(db, tenant.merchant_id)
     with api.client(tenant.test_key) as client:
         r = client.post("/v1/customers", json=body)

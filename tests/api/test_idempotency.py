@@ -14,7 +14,10 @@ from tests.conftest import ApiServer, Tenant
 
 async def count_customers(db: Database, merchant_id: str) -> int:
     async with db.session() as session:
-        return int(await session.scalar(select(func.count()).select_from(Customer).where(Customer.merchant_id == merchant_id)) or 0)
+        return int(
+            await session.scalar(select(func.count()).select_from(Customer).where(Customer.merchant_id == merchant_id))
+            or 0
+        )
 
 
 async def test_50_concurrent_duplicates_create_exactly_one(api: ApiServer, db: Database, tenant: Tenant) -> None:
@@ -49,7 +52,9 @@ def test_replay_is_byte_for_byte(api: ApiServer, tenant: Tenant) -> None:
         first = client.post("/v1/customers", json={"name": "Ada"}, headers={"Idempotency-Key": key})
         # Same parameters with other key order and spacing are the same request.
         second = client.post(
-            "/v1/customers", content=b'{ "name" :  "Ada" }', headers={"Idempotency-Key": key, "content-type": "application/json"}
+            "/v1/customers",
+            content=b'{ "name" :  "Ada" }',
+            headers={"Idempotency-Key": key, "content-type": "application/json"},
         )
     assert first.status_code == 200
     assert second.content == first.content
@@ -59,12 +64,26 @@ def test_replay_is_byte_for_byte(api: ApiServer, tenant: Tenant) -> None:
     assert second.headers["request-id"] != first.headers["request-id"]
 
 
-async def test_keys_are_scoped_per_merchant_and_mode(api: ApiServer, db: Database, tenant: Tenant, other_tenant: Tenant) -> None:
+async def test_keys_are_scoped_per_merchant_and_mode(
+    api: ApiServer, db: Database, tenant: Tenant, other_tenant: Tenant
+) -> None:
     key = str(uuid.uuid4())
     with api.client() as client:
-        a = client.post("/v1/customers", json={"name": "A"}, headers={"Idempotency-Key": key, "Authorization": f"Bearer {tenant.test_key}"})
-        b = client.post("/v1/customers", json={"name": "A"}, headers={"Idempotency-Key": key, "Authorization": f"Bearer {other_tenant.test_key}"})
-        c = client.post("/v1/customers", json={"name": "A"}, headers={"Idempotency-Key": key, "Authorization": f"Bearer {tenant.live_key}"})
+        a = client.post(
+            "/v1/customers",
+            json={"name": "A"},
+            headers={"Idempotency-Key": key, "Authorization": f"Bearer {tenant.test_key}"},
+        )
+        b = client.post(
+            "/v1/customers",
+            json={"name": "A"},
+            headers={"Idempotency-Key": key, "Authorization": f"Bearer {other_tenant.test_key}"},
+        )
+        c = client.post(
+            "/v1/customers",
+            json={"name": "A"},
+            headers={"Idempotency-Key": key, "Authorization": f"Bearer {tenant.live_key}"},
+        )
     assert len({a.json()["id"], b.json()["id"], c.json()["id"]}) == 3
     assert c.json()["livemode"] is True
 
@@ -82,13 +101,19 @@ async def test_validation_error_releases_the_key(api: ApiServer, db: Database, t
 async def test_endpoint_errors_are_stored_and_replayed(api: ApiServer, tenant: Tenant) -> None:
     key = str(uuid.uuid4())
     with api.client(tenant.test_key) as client:
-        first = client.post("/v1/customers/cus_01M86R214T1G6P3KR5DXGSB94F", json={"name": "x"}, headers={"Idempotency-Key": key})
-        second = client.post("/v1/customers/cus_01M86R214T1G6P3KR5DXGSB94F", json={"name": "x"}, headers={"Idempotency-Key": key})
+        first = client.post(
+            "/v1/customers/cus_01M86R214T1G6P3KR5DXGSB94F", json={"name": "x"}, headers={"Idempotency-Key": key}
+        )
+        second = client.post(
+            "/v1/customers/cus_01M86R214T1G6P3KR5DXGSB94F", json={"name": "x"}, headers={"Idempotency-Key": key}
+        )
     assert first.status_code == 404
     assert second.content == first.content and second.headers["idempotent-replayed"] == "true"
 
 
-async def test_abandoned_claim_is_taken_over_after_its_lock_expires(api: ApiServer, db: Database, tenant: Tenant) -> None:
+async def test_abandoned_claim_is_taken_over_after_its_lock_expires(
+    api: ApiServer, db: Database, tenant: Tenant
+) -> None:
     """A process that died after claiming committed nothing, so a retry may proceed."""
     key = str(uuid.uuid4())
     async with db.session() as session:
@@ -106,12 +131,17 @@ async def test_abandoned_claim_is_taken_over_after_its_lock_expires(api: ApiServ
 
     fp = fingerprint("POST", "/v1/customers", b"", b"{}")
     async with db.session() as session:
-        await session.execute(text("UPDATE idempotency_keys SET fingerprint = :fp WHERE key = :k"), {"fp": fp, "k": key})
+        await session.execute(
+            text("UPDATE idempotency_keys SET fingerprint = :fp WHERE key = :k"), {"fp": fp, "k": key}
+        )
     with api.client(tenant.test_key) as client:
         busy = client.post("/v1/customers", json={}, headers={"Idempotency-Key": key})
         assert busy.status_code == 409 and busy.headers["retry-after"] == "1"
         async with db.session() as session:
-            await session.execute(text("UPDATE idempotency_keys SET locked_until = now() - interval '1 second' WHERE key = :k"), {"k": key})
+            await session.execute(
+                text("UPDATE idempotency_keys SET locked_until = now() - interval '1 second' WHERE key = :k"),
+                {"k": key},
+            )
         taken = client.post("/v1/customers", json={}, headers={"Idempotency-Key": key})
         replay = client.post("/v1/customers", json={}, headers={"Idempotency-Key": key})
     assert taken.status_code == 200

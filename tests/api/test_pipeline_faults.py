@@ -42,7 +42,10 @@ async def faulty(db: Database) -> AsyncIterator[httpx.AsyncClient]:
 
 async def count(db: Database, merchant_id: str) -> int:
     async with db.session() as session:
-        return int(await session.scalar(select(func.count()).select_from(Customer).where(Customer.merchant_id == merchant_id)) or 0)
+        return int(
+            await session.scalar(select(func.count()).select_from(Customer).where(Customer.merchant_id == merchant_id))
+            or 0
+        )
 
 
 async def test_5xx_rolls_back_writes_and_is_replayed(faulty: httpx.AsyncClient, db: Database, tenant: Tenant) -> None:
@@ -57,7 +60,10 @@ async def test_5xx_rolls_back_writes_and_is_replayed(faulty: httpx.AsyncClient, 
 
 
 async def test_rate_limit_per_key(faulty: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant) -> None:
-    statuses = [(await faulty.get("/v1/account", headers={"Authorization": f"Bearer {tenant.test_key}"})).status_code for _ in range(6)]
+    statuses = [
+        (await faulty.get("/v1/account", headers={"Authorization": f"Bearer {tenant.test_key}"})).status_code
+        for _ in range(6)
+    ]
     assert statuses[:3] == [200, 200, 200]
     assert 429 in statuses
     limited = await faulty.get("/v1/account", headers={"Authorization": f"Bearer {tenant.test_key}"})
@@ -65,7 +71,9 @@ async def test_rate_limit_per_key(faulty: httpx.AsyncClient, tenant: Tenant, oth
     assert int(limited.headers["retry-after"]) >= 1
     assert limited.json()["error"]["type"] == "rate_limit_error"
     # Another key has its own bucket.
-    assert (await faulty.get("/v1/account", headers={"Authorization": f"Bearer {other_tenant.test_key}"})).status_code == 200
+    assert (
+        await faulty.get("/v1/account", headers={"Authorization": f"Bearer {other_tenant.test_key}"})
+    ).status_code == 200
 
 
 async def test_database_down_is_a_503_error_object(settings: Settings, tenant: Tenant) -> None:

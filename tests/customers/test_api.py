@@ -7,11 +7,15 @@ from tests.conftest import ApiServer, Tenant
 
 def test_create_retrieve_update(api: ApiServer, tenant: Tenant) -> None:
     with api.client(tenant.test_key) as client:
-        created = client.post("/v1/customers", json={"email": "a@example.com", "metadata": {"tier": "gold", "x": "1"}}).json()
+        created = client.post(
+            "/v1/customers", json={"email": "a@example.com", "metadata": {"tier": "gold", "x": "1"}}
+        ).json()
         assert created["object"] == "customer" and created["id"].startswith("cus_") and created["livemode"] is False
         fetched = client.get(f"/v1/customers/{created['id']}").json()
         assert fetched == created
-        updated = client.post(f"/v1/customers/{created['id']}", json={"name": "Ada", "metadata": {"x": "", "y": "2"}}).json()
+        updated = client.post(
+            f"/v1/customers/{created['id']}", json={"name": "Ada", "metadata": {"x": "", "y": "2"}}
+        ).json()
     assert updated["name"] == "Ada" and updated["email"] == "a@example.com"
     assert updated["metadata"] == {"tier": "gold", "y": "2"}
 

@@ -18,7 +18,9 @@ from tests.conftest import Tenant
 async def job_rows(db: Database, marker: int) -> list[tuple[int, str]]:
     async with db.session() as session:
         rows = await session.execute(
-            text("SELECT id, status FROM procrastinate_jobs WHERE task_name = :t AND (args->>'timestamp')::bigint = :m"),
+            text(
+                "SELECT id, status FROM procrastinate_jobs WHERE task_name = :t AND (args->>'timestamp')::bigint = :m"
+            ),
             {"t": purge_idempotency_keys.name, "m": marker},
         )
         return [(r[0], r[1]) for r in rows]
@@ -30,14 +32,19 @@ async def test_rolled_back_transaction_enqueues_nothing(db: Database) -> None:
     class Boom(Exception):
         pass
 
-    with pytest.raises(Boom):
+    async def enqueue_then_fail() -> None:
         async with db.session() as session:
             await outbox.enqueue(session, purge_idempotency_keys, timestamp=marker)
             raise Boom
+
+    with pytest.raises(Boom):
+        await enqueue_then_fail()
     assert await job_rows(db, marker) == []
 
 
-async def test_committed_job_runs_on_the_worker(db: Database, database_url: str, settings: Settings, tenant: Tenant) -> None:
+async def test_committed_job_runs_on_the_worker(
+    db: Database, database_url: str, settings: Settings, tenant: Tenant
+) -> None:
     marker = time.time_ns()
     async with db.session() as session:
         await session.execute(
@@ -48,7 +55,9 @@ async def test_committed_job_runs_on_the_worker(db: Database, database_url: str,
             {"m": tenant.merchant_id, "fp": b"\0" * 32},
         )
         await outbox.enqueue(session, purge_idempotency_keys, timestamp=marker)
-    await run_worker(database_url, settings, concurrency=1, wait=False, install_signal_handlers=False, queues=["system"])
+    await run_worker(
+        database_url, settings, concurrency=1, wait=False, install_signal_handlers=False, queues=["system"]
+    )
     assert [status for _, status in await job_rows(db, marker)] == ["succeeded"]
     async with db.session() as session:
         left = await session.scalar(text("SELECT count(*) FROM idempotency_keys WHERE key = 'expired-key'"))

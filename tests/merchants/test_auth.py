@@ -39,7 +39,12 @@ def test_bad_credentials_are_401(api: ApiServer, authorization: str | None, code
     with api.client() as client:
         r = client.get("/v1/account", headers=headers)
     assert r.status_code == 401
-    assert r.json()["error"] == {**r.json()["error"], "type": "authentication_error", "code": code, "param": "Authorization"}
+    assert r.json()["error"] == {
+        **r.json()["error"],
+        "type": "authentication_error",
+        "code": code,
+        "param": "Authorization",
+    }
 
 
 async def test_revocation_applies_to_the_next_request(api: ApiServer, db: Database, tenant: Tenant) -> None:
@@ -55,8 +60,12 @@ async def test_revocation_applies_to_the_next_request(api: ApiServer, db: Databa
 async def test_restricted_and_publishable_keys(api: ApiServer, db: Database, tenant: Tenant) -> None:
     secret = TEST_SECRET.encode()
     async with db.session() as session:
-        reader = await merchants.create_key(session, secret, merchant_id=tenant.merchant_id, mode="test", kind="restricted", scopes=["customers:read"])
-        public = await merchants.create_key(session, secret, merchant_id=tenant.merchant_id, mode="test", kind="publishable")
+        reader = await merchants.create_key(
+            session, secret, merchant_id=tenant.merchant_id, mode="test", kind="restricted", scopes=["customers:read"]
+        )
+        public = await merchants.create_key(
+            session, secret, merchant_id=tenant.merchant_id, mode="test", kind="publishable"
+        )
     assert reader.secret.startswith("rk_test_") and public.secret.startswith("pk_test_")
     with api.client(reader.secret) as client:
         assert client.get("/v1/customers").status_code == 200

@@ -17,7 +17,9 @@ async def insert(session: AsyncSession, customer: Customer) -> Customer:
     return customer
 
 
-async def get(session: AsyncSession, merchant_id: str, mode: str, customer_id: str, *, for_update: bool = False) -> Customer | None:
+async def get(
+    session: AsyncSession, merchant_id: str, mode: str, customer_id: str, *, for_update: bool = False
+) -> Customer | None:
     query = select(Customer).where(
         Customer.merchant_id == merchant_id, Customer.mode == mode, Customer.id == customer_id
     )

@@ -45,7 +45,7 @@ async def update(session: AsyncSession, principal: Principal, customer_id: str, 
             setattr(customer, name, fields[name])
     if params.metadata is not None:
         customer.metadata_ = _merge_metadata(customer.metadata_, params.metadata)
-    customer.updated_at = func.now()  # type: ignore[assignment]
+    customer.updated_at = func.now()
     await session.flush()
     await session.refresh(customer, ["updated_at"])
     return customer

@@ -68,9 +68,7 @@ def fingerprint(method: str, path: str, query: bytes, body: bytes) -> bytes:
     return digest.digest()
 
 
-async def claim(
-    session: AsyncSession, scope: Scope, fp: bytes, *, ttl_s: int, lock_s: int
-) -> StoredResponse | None:
+async def claim(session: AsyncSession, scope: Scope, fp: bytes, *, ttl_s: int, lock_s: int) -> StoredResponse | None:
     """Claim the key for this request, or return the stored response to replay.
 
     Runs and commits its own transaction on `session`. Raises IdempotencyError for a

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -43,11 +41,7 @@ async def list_keys(session: AsyncSession, merchant_id: str) -> list[ApiKey]:
 async def revoke_key(session: AsyncSession, key_id: str) -> ApiKey | None:
     """Mark revoked (idempotent: an already revoked key keeps its first revoked_at)."""
     await session.execute(
-        update(ApiKey)
-        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
-        .values(revoked_at=func.now())
+        update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=func.now())
     )
     key = await session.get(ApiKey, key_id, populate_existing=True)
     return key
-
-

@@ -21,5 +21,9 @@ class Account(BaseModel):
 
 def to_account(merchant_id: str, name: str, mode: str, created_at: dt.datetime) -> Account:
     return Account(
-        id=merchant_id, name=name, mode=mode, livemode=mode == "live", created=int(created_at.timestamp())  # type: ignore[arg-type]
+        id=merchant_id,
+        name=name,
+        mode=mode,
+        livemode=mode == "live",
+        created=int(created_at.timestamp()),
     )

@@ -134,7 +134,8 @@ async def list_keys(session: AsyncSession, merchant_id: str) -> list[ApiKey]:
 def parse_bearer(authorization: str | None) -> str:
     if not authorization:
         raise AuthenticationError(
-            "No API key provided. Send 'Authorization: Bearer sk_test_…'.", param="Authorization",
+            "No API key provided. Send 'Authorization: Bearer sk_test_…'.",
+            param="Authorization",
             code="missing_api_key",
         )
     scheme, _, token = authorization.partition(" ")

@@ -1,0 +1,47 @@
+"""The CLI as scripts use it: --json output, keys shown once, revocation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+
+from tests.conftest import ApiServer
+
+
+def stablegate(database_url: str, *args: str) -> dict[str, object]:
+    env = os.environ | {"DATABASE_URL": database_url}
+    out = subprocess.run(
+        [sys.executable, "-m", "stablegate", *args], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def test_merchant_key_lifecycle(database_url: str, api: ApiServer) -> None:
+    merchant = stablegate(database_url, "merchants", "create", "--name", "CLI Co", "--json")
+    assert str(merchant["id"]).startswith("mch_")
+    key = stablegate(database_url, "keys", "create", "--merchant", str(merchant["id"]), "--mode", "live", "--json")
+    secret = str(key["secret"])
+    assert secret.startswith("sk_live_") and str(key["prefix"]) in secret
+    listed = stablegate(database_url, "keys", "list", "--merchant", str(merchant["id"]), "--json")
+    assert secret not in json.dumps(listed), "listing never shows the key again"
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert httpx.get(f"{api.base_url}/v1/account", headers=headers).json()["mode"] == "live"
+    revoked = stablegate(database_url, "keys", "revoke", str(key["id"]), "--json")
+    assert revoked["revoked"]
+    assert httpx.get(f"{api.base_url}/v1/account", headers=headers).status_code == 401
+    names = [m["name"] for m in stablegate(database_url, "merchants", "list", "--json")["data"]]  # type: ignore[union-attr]
+    assert "CLI Co" in names
+
+
+def test_cli_errors_are_readable(database_url: str) -> None:
+    env = os.environ | {"DATABASE_URL": database_url}
+    out = subprocess.run(
+        [sys.executable, "-m", "stablegate", "keys", "create", "--merchant", "mch_nope", "--json"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 2
+    assert "No such merchant" in out.stdout
