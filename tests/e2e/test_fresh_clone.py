@@ -43,13 +43,18 @@ def test_readme_commands_in_a_fresh_clone(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "VIRTUAL_ENV", "STABLEGATE_SECRET_KEY")}
     env |= {"STABLEGATE_DATA_DIR": str(tmp_path / "data"), "STABLEGATE_TEST_DB_SUFFIX": "_clone"}
 
-    demo = _run(["bin/demo"], clone, env)
-    assert "checks passed" in demo and "✗" not in demo
+    try:
+        demo = _run(["bin/demo"], clone, env)
+        assert "checks passed" in demo and "✗" not in demo
 
-    smoke = _run(["bin/test", "tests/e2e/test_smoke.py", "-p", "no:cacheprovider"], clone, env)
-    assert "1 passed" in smoke
-
-    if _local_server_up():
-        external = env | {"DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/postgres"}
-        smoke = _run(["bin/test", "tests/e2e/test_smoke.py", "-p", "no:cacheprovider"], clone, external)
+        smoke = _run(["bin/test", "tests/e2e/test_smoke.py", "-p", "no:cacheprovider"], clone, env)
         assert "1 passed" in smoke
+
+        if _local_server_up():
+            external = env | {"DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/postgres"}
+            smoke = _run(["bin/test", "tests/e2e/test_smoke.py", "-p", "no:cacheprovider"], clone, external)
+            assert "1 passed" in smoke
+    finally:
+        # The embedded server stops with its last user; make sure no test leaves one behind.
+        if (clone / ".venv/bin/stablegate").exists():
+            subprocess.run([str(clone / ".venv/bin/stablegate"), "db", "stop"], env=env, capture_output=True, timeout=60)
