@@ -41,7 +41,10 @@ def test_cli_errors_are_readable(database_url: str) -> None:
     env = os.environ | {"DATABASE_URL": database_url}
     out = subprocess.run(
         [sys.executable, "-m", "stablegate", "keys", "create", "--merchant", "mch_nope", "--json"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 2
     assert "No such merchant" in out.stdout

@@ -18,8 +18,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("stablegate")))
     secret_key: str | None = None
-    db_pool_size: int = 10
-    db_max_overflow: int = 10
+    # A fixed pool: overflow connections are opened and closed per burst, and that churn
+    # (TCP + TLS negotiation + backend start) costs more than waiting for a pooled one.
+    db_pool_size: int = 20
+    db_max_overflow: int = 0
 
     max_body_bytes: int = 64 * 1024
     rate_limit_per_s: float = 100.0

@@ -1,6 +1,6 @@
 """FastAPI dependencies shared by every domain router: the request's session and caller."""
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import Depends, Query, Request
@@ -11,31 +11,34 @@ from stablegate.kit.ids import id_pattern
 from stablegate.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
 from stablegate.merchants.service import Principal
 
+# Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a
+# thread pool, which costs a thread hop per dependency per request.
 
-def get_session(request: Request) -> AsyncSession:
+
+async def get_session(request: Request) -> AsyncSession:
     session = request.state.session
     assert isinstance(session, AsyncSession)
     return session
 
 
-def get_principal(request: Request) -> Principal:
+async def get_principal(request: Request) -> Principal:
     principal = request.state.principal
     assert isinstance(principal, Principal)
     return principal
 
 
-def require(scope: str) -> Callable[..., Principal]:
+def require(scope: str) -> Callable[..., Awaitable[Principal]]:
     """Dependency: the caller, after checking that its key holds `scope`."""
 
-    def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    async def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         principal.require(scope)
         return principal
 
     return dependency
 
 
-def page_params(prefix: str) -> Callable[..., PageRequest]:
-    def dependency(
+def page_params(prefix: str) -> Callable[..., Awaitable[PageRequest]]:
+    async def dependency(
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size, 1–100.")] = DEFAULT_LIMIT,
         starting_after: Annotated[
             str | None,

@@ -26,7 +26,12 @@ def test_health_and_readiness(api: ApiServer) -> None:
 
 def test_every_response_has_a_request_id(api: ApiServer, tenant: Tenant) -> None:
     with api.client(tenant.test_key) as client:
-        for method, path in (("GET", "/healthz"), ("GET", "/v1/nope"), ("GET", "/v1/account"), ("POST", "/v1/customers")):
+        for method, path in (
+            ("GET", "/healthz"),
+            ("GET", "/v1/nope"),
+            ("GET", "/v1/account"),
+            ("POST", "/v1/customers"),
+        ):
             r = client.request(method, path)
             assert r.headers["request-id"].startswith("req_")
     with api.client() as client:

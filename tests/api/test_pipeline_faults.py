@@ -26,7 +26,7 @@ def faulty_app(db: Database, **overrides: object) -> FastAPI:
 
     @app.post("/v1/_faults/create_then_crash")
     async def create_then_crash(session: SessionDep, request: Request) -> None:
-        principal = get_principal(request)
+        principal = await get_principal(request)
         await customers.create(session, principal, CustomerCreate(name="never committed"))
         raise RuntimeError("injected fault after a domain write")
 

@@ -57,4 +57,6 @@ def test_readme_commands_in_a_fresh_clone(tmp_path: Path) -> None:
     finally:
         # The embedded server stops with its last user; make sure no test leaves one behind.
         if (clone / ".venv/bin/stablegate").exists():
-            subprocess.run([str(clone / ".venv/bin/stablegate"), "db", "stop"], env=env, capture_output=True, timeout=60)
+            subprocess.run(
+                [str(clone / ".venv/bin/stablegate"), "db", "stop"], env=env, capture_output=True, timeout=60
+            )

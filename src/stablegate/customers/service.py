@@ -17,16 +17,16 @@ PREFIX = "cus"
 
 
 async def create(session: AsyncSession, principal: Principal, params: CustomerCreate) -> Customer:
-    customer = Customer(
-        id=new_id(PREFIX),
-        merchant_id=principal.merchant_id,
-        mode=principal.mode,
-        email=params.email,
-        name=params.name,
-        description=params.description,
-        metadata_={k: v for k, v in (params.metadata or {}).items() if v != ""},
-    )
-    return await repository.insert(session, customer)
+    values = {
+        "id": new_id(PREFIX),
+        "merchant_id": principal.merchant_id,
+        "mode": principal.mode,
+        "email": params.email,
+        "name": params.name,
+        "description": params.description,
+        "metadata_": {k: v for k, v in (params.metadata or {}).items() if v != ""},
+    }
+    return await repository.insert_customer(session, values)
 
 
 async def get(session: AsyncSession, principal: Principal, customer_id: str, *, for_update: bool = False) -> Customer:

@@ -13,8 +13,8 @@ import json
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Interval, bindparam, delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stablegate.errors import IdempotencyError, IdempotencyInUse, InvalidRequest
@@ -68,55 +68,84 @@ def fingerprint(method: str, path: str, query: bytes, body: bytes) -> bytes:
     return digest.digest()
 
 
+# Statements are built once; per-request construction was the largest CPU cost here.
+_ASYNC_COMMIT = text("SET LOCAL synchronous_commit = off")
+_CLAIM = (
+    insert(IdempotencyKey)
+    .values(
+        merchant_id=bindparam("b_merchant_id"),
+        mode=bindparam("b_mode"),
+        key=bindparam("b_key"),
+        fingerprint=bindparam("b_fingerprint"),
+        state="in_progress",
+        locked_until=func.clock_timestamp() + bindparam("b_lock", type_=Interval),
+        expires_at=func.clock_timestamp() + bindparam("b_ttl", type_=Interval),
+    )
+    .on_conflict_do_nothing()
+    .returning(IdempotencyKey.key)
+)
+_SCOPE = (
+    (IdempotencyKey.merchant_id == bindparam("b_merchant_id"))
+    & (IdempotencyKey.mode == bindparam("b_mode"))
+    & (IdempotencyKey.key == bindparam("b_key"))
+)
+_COMPLETE = (
+    update(IdempotencyKey)
+    .where(_SCOPE, IdempotencyKey.state == "in_progress")
+    .values(
+        state="completed",
+        response_status=bindparam("b_status"),
+        response_headers=bindparam("b_headers", type_=JSONB),
+        response_body=bindparam("b_body"),
+    )
+)
+
+
 async def claim(session: AsyncSession, scope: Scope, fp: bytes, *, ttl_s: int, lock_s: int) -> StoredResponse | None:
     """Claim the key for this request, or return the stored response to replay.
 
     Runs and commits its own transaction on `session`. Raises IdempotencyError for a
     reused key with other parameters, IdempotencyInUse while the first is running.
     """
-    now = await session.scalar(text("SELECT clock_timestamp()"))
-    assert isinstance(now, dt.datetime)
+    # The claim may skip the WAL flush: if the server crashes before the request's own
+    # (synchronous) commit, losing the claim is harmless, since nothing else committed;
+    # and that later commit flushes the WAL up to and including the claim.
+    await session.execute(_ASYNC_COMMIT)
     inserted = await session.scalar(
-        insert(IdempotencyKey)
-        .values(
-            merchant_id=scope.merchant_id,
-            mode=scope.mode,
-            key=scope.key,
-            fingerprint=fp,
-            state="in_progress",
-            locked_until=now + dt.timedelta(seconds=lock_s),
-            expires_at=now + dt.timedelta(seconds=ttl_s),
-        )
-        .on_conflict_do_nothing()
-        .returning(IdempotencyKey.key)
+        _CLAIM,
+        {
+            "b_merchant_id": scope.merchant_id,
+            "b_mode": scope.mode,
+            "b_key": scope.key,
+            "b_fingerprint": fp,
+            "b_lock": dt.timedelta(seconds=lock_s),
+            "b_ttl": dt.timedelta(seconds=ttl_s),
+        },
     )
     if inserted is not None:
         await session.commit()
         return None
-    row = await session.scalar(_select_for_update(scope))
     try:
-        return await _resolve_existing(session, row, fp, now, lock_s)
+        return await _resolve_existing(session, scope, fp, lock_s)
     finally:
         await session.commit()
 
 
-def _select_for_update(scope: Scope):  # type: ignore[no-untyped-def]
-    return (
-        select(IdempotencyKey)
-        .where(
-            IdempotencyKey.merchant_id == scope.merchant_id,
-            IdempotencyKey.mode == scope.mode,
-            IdempotencyKey.key == scope.key,
+async def _resolve_existing(session: AsyncSession, scope: Scope, fp: bytes, lock_s: int) -> StoredResponse | None:
+    found = (
+        await session.execute(
+            select(IdempotencyKey, (IdempotencyKey.locked_until > func.clock_timestamp()).label("locked"))
+            .where(
+                IdempotencyKey.merchant_id == scope.merchant_id,
+                IdempotencyKey.mode == scope.mode,
+                IdempotencyKey.key == scope.key,
+            )
+            .with_for_update(of=IdempotencyKey)
         )
-        .with_for_update()
-    )
-
-
-async def _resolve_existing(
-    session: AsyncSession, row: IdempotencyKey | None, fp: bytes, now: dt.datetime, lock_s: int
-) -> StoredResponse | None:
-    if row is None:  # purged between our insert and select: treat as in use, client retries
+    ).first()
+    if found is None:  # purged between our insert and select: treat as in use, client retries
         raise IdempotencyInUse("A request with this Idempotency-Key is in progress.", param=HEADER)
+    row, locked = found
     if row.fingerprint != fp:
         raise IdempotencyError(
             "This Idempotency-Key was already used with different request parameters.",
@@ -126,7 +155,7 @@ async def _resolve_existing(
         assert row.response_status is not None and row.response_body is not None
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in row.response_headers or []]
         return StoredResponse(row.response_status, headers, row.response_body)
-    if row.locked_until > now:
+    if locked:
         raise IdempotencyInUse(
             "A request with this Idempotency-Key is still being processed; retry later.",
             param=HEADER,
@@ -134,7 +163,7 @@ async def _resolve_existing(
         )
     # The earlier attempt died without committing anything (completion is atomic with its
     # domain writes), so this request may take the key over.
-    row.locked_until = now + dt.timedelta(seconds=lock_s)
+    row.locked_until = func.clock_timestamp() + dt.timedelta(seconds=lock_s)
     await session.flush()
     return None
 
@@ -146,19 +175,15 @@ def storable_headers(headers: list[tuple[bytes, bytes]]) -> list[list[str]]:
 async def complete(session: AsyncSession, scope: Scope, response: StoredResponse) -> None:
     """Store the response; the caller commits it with the request's domain writes."""
     result = await session.execute(
-        update(IdempotencyKey)
-        .where(
-            IdempotencyKey.merchant_id == scope.merchant_id,
-            IdempotencyKey.mode == scope.mode,
-            IdempotencyKey.key == scope.key,
-            IdempotencyKey.state == "in_progress",
-        )
-        .values(
-            state="completed",
-            response_status=response.status,
-            response_headers=storable_headers(response.headers),
-            response_body=response.body,
-        )
+        _COMPLETE,
+        {
+            "b_merchant_id": scope.merchant_id,
+            "b_mode": scope.mode,
+            "b_key": scope.key,
+            "b_status": response.status,
+            "b_headers": storable_headers(response.headers),
+            "b_body": response.body,
+        },
     )
     assert result.rowcount == 1, "idempotency claim vanished before completion"  # type: ignore[attr-defined]
 

@@ -148,10 +148,9 @@ def parse_bearer(authorization: str | None) -> str:
 async def authenticate(session: AsyncSession, server_secret: bytes, authorization: str | None) -> Principal:
     """Resolve the key; no cache, so a revocation applies to the very next request."""
     token = parse_bearer(authorization)
-    key = await repository.find_key_by_hash(session, hash_key(server_secret, token))
-    if key is None or key.revoked_at is not None:
+    row = await repository.find_active_key(session, hash_key(server_secret, token))
+    if row is None:
         shown = token[:12] + "…" if len(token) > 12 else "that key"
         raise AuthenticationError(f"Invalid or revoked API key: {shown}.", param="Authorization")
-    return Principal(
-        merchant_id=key.merchant_id, mode=key.mode, key_id=key.id, kind=key.kind, scopes=frozenset(key.scopes)
-    )
+    merchant_id, mode, key_id, kind, scopes = row
+    return Principal(merchant_id=merchant_id, mode=mode, key_id=key_id, kind=kind, scopes=frozenset(scopes))
