@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 from sqlalchemy import DateTime, MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
 from stablegate import embedded_pg
 from stablegate.config import Settings
+from stablegate.observability import tracing
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -28,6 +30,30 @@ NAMING = {
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map: ClassVar[dict[Any, Any]] = {dt.datetime: DateTime(timezone=True)}
+
+
+async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The session's asyncpg connection, for the few hot-path statements where the ORM's
+    per-statement cost (~130 µs CPU, bench/api_overhead.py) matters.
+
+    SQLAlchemy begins its transaction lazily, at the session's first statement; a statement
+    sent here before that runs on its own (autocommit). Callers rely on that on purpose
+    and check `is_in_transaction()` when it matters.
+    """
+    conn = await session.connection()
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    assert isinstance(driver, asyncpg.Connection)
+    return driver
+
+
+async def driver_fetchrow(session: AsyncSession, sql: str, *args: Any, outside_transaction: bool = False) -> Any:
+    """Run `sql` on the driver connection (see driver_connection), traced like ORM statements."""
+    driver = await driver_connection(session)
+    if outside_transaction:
+        assert not driver.is_in_transaction(), "must run before the session's transaction begins"
+    with tracing.sql_span(sql):
+        return await driver.fetchrow(sql, *args)
 
 
 def libpq_url(settings: Settings) -> str:

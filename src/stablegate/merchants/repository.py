@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Row, bindparam, func, select, update
+import asyncpg
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from stablegate.db import driver_fetchrow
 from stablegate.merchants.models import ApiKey, Merchant
 
 
@@ -29,15 +31,16 @@ async def insert_key(session: AsyncSession, key: ApiKey) -> ApiKey:
     return key
 
 
-# Built once: constructing a statement costs more CPU than running it on this hot path.
-_ACTIVE_KEY = select(ApiKey.merchant_id, ApiKey.mode, ApiKey.id, ApiKey.kind, ApiKey.scopes).where(
-    ApiKey.secret_hash == bindparam("secret_hash"), ApiKey.revoked_at.is_(None)
+_ACTIVE_KEY_SQL = (
+    "SELECT merchant_id, mode, id, kind, scopes FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL"
 )
 
 
-async def find_active_key(session: AsyncSession, secret_hash: bytes) -> Row[str, str, str, str, list[str]] | None:
-    """The columns authentication needs (a Core row: no ORM identity map on the hot path)."""
-    return (await session.execute(_ACTIVE_KEY, {"secret_hash": secret_hash})).first()
+async def find_active_key(session: AsyncSession, secret_hash: bytes) -> asyncpg.Record | None:
+    """The columns authentication needs. Runs on the driver connection: this is the one
+    statement every API request makes, and before the request's transaction begins."""
+    row: asyncpg.Record | None = await driver_fetchrow(session, _ACTIVE_KEY_SQL, secret_hash)
+    return row
 
 
 async def list_keys(session: AsyncSession, merchant_id: str) -> list[ApiKey]:

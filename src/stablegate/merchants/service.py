@@ -152,5 +152,5 @@ async def authenticate(session: AsyncSession, server_secret: bytes, authorizatio
     if row is None:
         shown = token[:12] + "…" if len(token) > 12 else "that key"
         raise AuthenticationError(f"Invalid or revoked API key: {shown}.", param="Authorization")
-    merchant_id, mode, key_id, kind, scopes = row
+    merchant_id, mode, key_id, kind, scopes = row.values()
     return Principal(merchant_id=merchant_id, mode=mode, key_id=key_id, kind=kind, scopes=frozenset(scopes))

@@ -5,6 +5,8 @@ OTEL_EXPORTER_OTLP_* variables)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
@@ -40,6 +42,18 @@ def _exporter(name: str) -> SpanExporter:
 
         return OTLPSpanExporter()
     raise ValueError(f"unknown STABLEGATE_OTEL_EXPORTER: {name!r} (none, console or otlp)")
+
+
+@contextmanager
+def sql_span(statement: str) -> Iterator[None]:
+    """A client span for a statement sent on the driver connection directly."""
+    if not trace.get_current_span().is_recording():
+        yield
+        return
+    name = "sql " + statement.split(None, 1)[0].upper()
+    attributes = {"db.system": "postgresql", "db.statement": statement[:MAX_STATEMENT_CHARS]}
+    with tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes):
+        yield
 
 
 def instrument_engine(engine: Engine) -> None:
