@@ -16,7 +16,12 @@ def run_migrations_online() -> None:
     assert url, "sqlalchemy.url must be set (stablegate db upgrade sets it)"
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            compare_type=True,
+            include_name=models_registry.include_name,
+        )
         with context.begin_transaction():
             # Two processes migrating at once (api + worker starting together) serialise here.
             connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7265636)")

@@ -182,12 +182,16 @@ def keys_create(
     kind: Annotated[str, typer.Option(help="secret, publishable or restricted.")] = "secret",
     scope: Annotated[list[str] | None, typer.Option(help="Scope for a restricted key; repeat.")] = None,
     name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
+    expires_in_days: Annotated[int | None, typer.Option(help="Make the key lapse after this many days.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create an API key. The key is printed once and cannot be shown again."""
     secret = get_settings().resolved_secret_key()
+    expires_in_s = expires_in_days * 86400 if expires_in_days is not None else None
     created = _run_in_session(
-        lambda s: merchants.create_key(s, secret, merchant_id=merchant, mode=mode, kind=kind, scopes=scope, name=name)
+        lambda s: merchants.create_key(
+            s, secret, merchant_id=merchant, mode=mode, kind=kind, scopes=scope, name=name, expires_in_s=expires_in_s
+        )
     )
     payload = _key_json(created.key) | {"secret": created.secret}
     _emit(
@@ -228,6 +232,7 @@ def _key_json(key: Any) -> dict[str, Any]:
         "scopes": key.scopes,
         "prefix": key.prefix,
         "revoked": key.revoked_at.isoformat() if key.revoked_at else None,
+        "expires": key.expires_at.isoformat() if key.expires_at else None,
     }
 
 

@@ -12,3 +12,8 @@ def metadata() -> MetaData:
     from stablegate.merchants import models as _merchants  # noqa: F401
 
     return Base.metadata
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Autogenerate filter: procrastinate's tables belong to procrastinate (its own SQL)."""
+    return not (type_ == "table" and name is not None and name.startswith("procrastinate_"))

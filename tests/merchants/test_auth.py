@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select, text
 
 from stablegate.db import Database
 from stablegate.errors import InvalidRequest
@@ -94,3 +94,34 @@ def test_account_reflects_the_key_mode(api: ApiServer, tenant: Tenant) -> None:
     with api.client(tenant.live_key) as client:
         account = client.get("/v1/account").json()
     assert account["id"] == tenant.merchant_id and account["mode"] == "live" and account["livemode"] is True
+
+
+async def test_expired_keys_are_refused(api: ApiServer, db: Database, tenant: Tenant) -> None:
+    from sqlalchemy import update
+
+    secret = TEST_SECRET.encode()
+    async with db.session() as session:
+        created = await merchants.create_key(
+            session, secret, merchant_id=tenant.merchant_id, mode="test", expires_in_s=3600
+        )
+    assert created.key.expires_at is not None
+    with api.client(created.secret) as client:
+        assert client.get("/v1/account").status_code == 200
+        async with db.session() as session:
+            await session.execute(
+                update(ApiKey)
+                .where(ApiKey.id == created.key.id)
+                .values(expires_at=func.now() - text("interval '1 second'"))
+            )
+        r = client.get("/v1/account")
+    assert r.status_code == 401
+    assert "expired" in r.json()["error"]["message"]
+
+
+async def test_key_lifetime_is_bounded(db: Database, tenant: Tenant) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        async with db.session() as session:
+            await merchants.create_key(
+                session, TEST_SECRET.encode(), merchant_id=tenant.merchant_id, mode="test", expires_in_s=5
+            )
+    assert err.value.param == "expires_in"

@@ -37,3 +37,5 @@ class ApiKey(Base):
     secret_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     revoked_at: Mapped[dt.datetime | None] = mapped_column()
+    # Optional: a key used by a script or a contractor can be made to lapse by itself.
+    expires_at: Mapped[dt.datetime | None] = mapped_column()

@@ -32,7 +32,8 @@ async def insert_key(session: AsyncSession, key: ApiKey) -> ApiKey:
 
 
 _ACTIVE_KEY_SQL = (
-    "SELECT merchant_id, mode, id, kind, scopes FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL"
+    "SELECT merchant_id, mode, id, kind, scopes FROM api_keys"
+    " WHERE secret_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())"
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import secrets
@@ -27,6 +28,7 @@ _BASE62 = string.digits + string.ascii_letters
 SECRET_LENGTH = 43  # 43 base62 characters ≈ 256 bits
 VISIBLE_SECRET_CHARS = 6
 MAX_KEY_LENGTH = 64
+MAX_KEY_LIFETIME_S = 5 * 365 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,11 @@ async def create_key(
     kind: str = "secret",
     scopes: list[str] | None = None,
     name: str | None = None,
+    expires_in_s: int | None = None,
 ) -> CreatedKey:
     await get_merchant(session, merchant_id)
+    if expires_in_s is not None and not 60 <= expires_in_s <= MAX_KEY_LIFETIME_S:
+        raise InvalidRequest("A key may expire between one minute and five years from now.", param="expires_in")
     if mode not in MODES:
         raise InvalidRequest("mode must be 'test' or 'live'.", param="mode")
     if kind not in KIND_PREFIX:
@@ -102,6 +107,7 @@ async def create_key(
         scopes=sorted(granted),
         prefix=secret[: len(KIND_PREFIX[kind]) + len(mode) + 2 + VISIBLE_SECRET_CHARS],
         secret_hash=hash_key(server_secret, secret),
+        expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=expires_in_s) if expires_in_s else None,
     )
     return CreatedKey(key=await repository.insert_key(session, key), secret=secret)
 
@@ -151,6 +157,6 @@ async def authenticate(session: AsyncSession, server_secret: bytes, authorizatio
     row = await repository.find_active_key(session, hash_key(server_secret, token))
     if row is None:
         shown = token[:12] + "…" if len(token) > 12 else "that key"
-        raise AuthenticationError(f"Invalid or revoked API key: {shown}.", param="Authorization")
+        raise AuthenticationError(f"Invalid, expired or revoked API key: {shown}.", param="Authorization")
     merchant_id, mode, key_id, kind, scopes = row.values()
     return Principal(merchant_id=merchant_id, mode=mode, key_id=key_id, kind=kind, scopes=frozenset(scopes))
