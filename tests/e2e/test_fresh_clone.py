@@ -41,7 +41,10 @@ def test_readme_commands_in_a_fresh_clone(tmp_path: Path) -> None:
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True, timeout=120)
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "VIRTUAL_ENV", "STABLEGATE_SECRET_KEY")}
-    env |= {"STABLEGATE_DATA_DIR": str(tmp_path / "data"), "STABLEGATE_TEST_DB_SUFFIX": "_clone"}
+    # Not under tmp_path: every pytest run re-tightens its own temp root to 0700, which
+    # locks the embedded server's (unprivileged) user out of a data dir kept there.
+    data_root = Path(tempfile.mkdtemp(prefix="stablegate-e2e-"))
+    env |= {"STABLEGATE_DATA_DIR": str(data_root / "data"), "STABLEGATE_TEST_DB_SUFFIX": "_clone"}
 
     try:
         demo = _run(["bin/demo"], clone, env)
