@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,6 @@ def test_readme_commands_in_a_fresh_clone(tmp_path: Path) -> None:
             subprocess.run(
                 [str(clone / ".venv/bin/stablegate"), "db", "stop"], env=env, capture_output=True, timeout=60
             )
+        leftover = subprocess.run(["pgrep", "-f", f"postgres -D {data_root}"], capture_output=True, text=True).stdout
+        shutil.rmtree(data_root, ignore_errors=True)
+        assert not leftover.strip(), "the embedded PostgreSQL outlived the commands that used it"
