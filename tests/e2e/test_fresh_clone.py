@@ -36,27 +36,29 @@ def _local_server_up() -> bool:
 
 
 @pytest.mark.slow
-def test_readme_commands_in_a_fresh_clone(tmp_path: Path) -> None:
+def test_readme_commands_in_a_fresh_clone() -> None:
     if not (ROOT / ".git").exists() or shutil.which("git") is None:
         pytest.skip("not a git checkout")
-    clone = tmp_path / "clone"
+    # Not under tmp_path: every pytest run re-tightens its temp root to 0700, which would
+    # lock the embedded server's unprivileged user out of the binaries in the clone's .venv
+    # and out of the data dir. The nested runs get a --basetemp of their own for the same reason.
+    data_root = Path(tempfile.mkdtemp(prefix="stablegate-e2e-"))
+    clone = data_root / "clone"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True, timeout=120)
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "VIRTUAL_ENV", "STABLEGATE_SECRET_KEY")}
-    # Not under tmp_path: every pytest run re-tightens its own temp root to 0700, which
-    # locks the embedded server's (unprivileged) user out of a data dir kept there.
-    data_root = Path(tempfile.mkdtemp(prefix="stablegate-e2e-"))
     env |= {"STABLEGATE_DATA_DIR": str(data_root / "data"), "STABLEGATE_TEST_DB_SUFFIX": "_clone"}
+    smoke_cmd = ["bin/test", "tests/e2e/test_smoke.py", "-p", "no:cacheprovider", f"--basetemp={data_root / 'pytest'}"]
 
     try:
         demo = _run(["bin/demo"], clone, env)
         assert "checks passed" in demo and "✗" not in demo
 
-        smoke = _run(["bin/test", "tests/e2e/test_smoke.py", "-p", "no:cacheprovider"], clone, env)
+        smoke = _run(smoke_cmd, clone, env)
         assert "1 passed" in smoke
 
         if _local_server_up():
             external = env | {"DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/postgres"}
-            smoke = _run(["bin/test", "tests/e2e/test_smoke.py", "-p", "no:cacheprovider"], clone, external)
+            smoke = _run(smoke_cmd, clone, external)
             assert "1 passed" in smoke
     finally:
         # The embedded server stops with its last user; make sure no test leaves one behind.
@@ -65,5 +67,9 @@ def test_readme_commands_in_a_fresh_clone(tmp_path: Path) -> None:
                 [str(clone / ".venv/bin/stablegate"), "db", "stop"], env=env, capture_output=True, timeout=60
             )
         leftover = subprocess.run(["pgrep", "-f", f"postgres -D {data_root}"], capture_output=True, text=True).stdout
+        log_path = data_root / "data" / "pg" / "log"
+        log_tail = log_path.read_text()[-3000:] if log_path.exists() else ""
+        if leftover.strip():
+            subprocess.run(["pkill", "-f", f"postgres -D {data_root}"], check=False)
         shutil.rmtree(data_root, ignore_errors=True)
-        assert not leftover.strip(), "the embedded PostgreSQL outlived the commands that used it"
+        assert not leftover.strip(), f"the embedded PostgreSQL outlived the commands that used it:\n{log_tail}"
