@@ -37,25 +37,17 @@ def require(scope: str) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
+def _cursor(prefix: str, relation: str) -> Any:
+    # The pattern is documentation only: PageRequest.parse validates, with a clearer code.
+    description = f"A `{prefix}_` id: return objects {relation} than it."
+    return Query(max_length=64, description=description, json_schema_extra={"pattern": id_pattern(prefix)})
+
+
 def page_params(prefix: str) -> Callable[..., Awaitable[PageRequest]]:
     async def dependency(
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size, 1–100.")] = DEFAULT_LIMIT,
-        starting_after: Annotated[
-            str | None,
-            Query(
-                max_length=64,
-                description=f"A `{prefix}_` id: return objects older than it.",
-                json_schema_extra={"pattern": id_pattern(prefix)},
-            ),
-        ] = None,
-        ending_before: Annotated[
-            str | None,
-            Query(
-                max_length=64,
-                description=f"A `{prefix}_` id: return objects newer than it.",
-                json_schema_extra={"pattern": id_pattern(prefix)},
-            ),
-        ] = None,
+        starting_after: Annotated[str | None, _cursor(prefix, "older")] = None,
+        ending_before: Annotated[str | None, _cursor(prefix, "newer")] = None,
     ) -> PageRequest:
         return PageRequest.parse(prefix, limit, starting_after, ending_before)
 
