@@ -21,6 +21,7 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             compare_type=True,
             include_name=models_registry.include_name,
+            include_object=models_registry.include_object,
         )
         with context.begin_transaction():
             # Two processes migrating at once (api + worker starting together) serialise here.

@@ -17,7 +17,8 @@ def test_models_and_migrations_agree_and_round_trip() -> None:
     engine = create_engine(with_driver(url, "psycopg"))
     try:
         with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"include_name": models_registry.include_name})
+            opts = {"include_name": models_registry.include_name, "include_object": models_registry.include_object}
+            context = MigrationContext.configure(conn, opts=opts)
             diff = compare_metadata(context, models_registry.metadata())
         assert diff == [], f"models differ from migrations; write a revision: {diff}"
     finally:

@@ -1,0 +1,1 @@
+"""The ledger: double-entry, append-only, multi-asset, two-phase (design 0002)."""

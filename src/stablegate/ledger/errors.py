@@ -1,0 +1,85 @@
+"""Ledger errors: every refusal has a stable code; SQLSTATEs of class LG come from the
+posting function in migration 0003."""
+
+from __future__ import annotations
+
+from stablegate.errors import Conflict, InvalidRequest, NotFound, StablegateError
+
+
+class LedgerError(InvalidRequest):
+    type = "ledger_error"
+
+
+class AccountNotFound(NotFound):
+    type = "ledger_error"
+    code = "account_not_found"
+
+
+class AssetMismatch(LedgerError):
+    code = "asset_mismatch"
+
+
+class AccountClosed(LedgerError):
+    code = "account_closed"
+
+
+class ExceedsCredits(LedgerError):
+    code = "exceeds_credits"
+
+
+class ExceedsDebits(LedgerError):
+    code = "exceeds_debits"
+
+
+class TransferExists(Conflict):
+    type = "ledger_error"
+    code = "transfer_exists_with_different_fields"
+
+
+class PendingNotFound(LedgerError):
+    code = "pending_transfer_not_found"
+
+
+class PendingAlreadyResolved(Conflict):
+    type = "ledger_error"
+    code = "pending_transfer_already_resolved"
+
+
+class PendingExpired(LedgerError):
+    code = "pending_transfer_expired"
+
+
+class PendingNotExpired(LedgerError):
+    code = "pending_transfer_not_expired"
+
+
+class ExceedsPendingAmount(LedgerError):
+    code = "exceeds_pending_amount"
+
+
+class AppendOnly(StablegateError):
+    status_code = 500
+    type = "api_error"
+    code = "journal_append_only"
+
+
+# SQLSTATE raised by migration 0003 -> error class
+BY_SQLSTATE: dict[str, type[StablegateError]] = {
+    "LG001": AppendOnly,
+    "LG010": AccountNotFound,
+    "LG012": AccountClosed,
+    "LG020": TransferExists,
+    "LG021": PendingNotFound,
+    "LG023": PendingExpired,
+    "LG024": ExceedsPendingAmount,
+    "LG025": PendingNotExpired,
+}
+# constraint name -> error class, for violations the database itself detects
+BY_CONSTRAINT: dict[str, type[StablegateError]] = {
+    "debits_must_not_exceed_credits": ExceedsCredits,
+    "credits_must_not_exceed_debits": ExceedsDebits,
+    "ux_ledger_transfers_resolution": PendingAlreadyResolved,
+    "ledger_transfers_debit_account_asset_fkey": AssetMismatch,
+    "ledger_transfers_credit_account_asset_fkey": AssetMismatch,
+    "distinct_accounts": LedgerError,
+}

@@ -1,0 +1,164 @@
+"""SQL for the ledger. Writes go through the `ledger_create_transfers` function (one round
+trip per batch, migration 0003); reads are plain queries."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, or_, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from stablegate.errors import StablegateError
+from stablegate.kit import pagination
+from stablegate.kit.pagination import Page, PageRequest
+from stablegate.ledger.errors import BY_CONSTRAINT, BY_SQLSTATE, LedgerError
+from stablegate.ledger.models import LedgerAccount, LedgerAsset, LedgerTransfer
+
+_CREATE = text("SELECT ord, transfer_id, public_id, seq, created FROM ledger_create_transfers(CAST(:batch AS jsonb))")
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+
+
+def sqlstate(exc: DBAPIError) -> tuple[str | None, str | None, str]:
+    """(sqlstate, constraint name, message) of the driver error behind `exc`."""
+    cause = exc.orig.__cause__ if exc.orig is not None else None
+    state = getattr(cause, "sqlstate", None) or getattr(exc.orig, "sqlstate", None)
+    constraint = getattr(cause, "constraint_name", None)
+    message = getattr(cause, "message", None) or str(exc.orig)
+    return state, constraint, message
+
+
+def translate(exc: DBAPIError) -> StablegateError | None:
+    """The ledger error a database refusal stands for, or None if it is not one of ours."""
+    state, constraint, message = sqlstate(exc)
+    if state in BY_SQLSTATE:
+        return BY_SQLSTATE[state](message)
+    if constraint in BY_CONSTRAINT:
+        return BY_CONSTRAINT[constraint](f"refused by the ledger: {constraint}")
+    if state is not None and state.startswith("23"):
+        return LedgerError(f"refused by the ledger: {message}", code="constraint_violation")
+    return None
+
+
+async def create_transfers(session: AsyncSession, batch: Sequence[dict[str, Any]]) -> list[Any]:
+    rows = await session.execute(_CREATE, {"batch": json.dumps(batch, separators=(",", ":"))})
+    return list(rows.all())
+
+
+async def upsert_asset(session: AsyncSession, values: dict[str, Any]) -> LedgerAsset:
+    await session.execute(insert(LedgerAsset).values(**values).on_conflict_do_nothing())
+    asset = await session.get(LedgerAsset, values["code"], populate_existing=True)
+    assert asset is not None
+    return asset
+
+
+async def get_asset(session: AsyncSession, code: str) -> LedgerAsset | None:
+    return await session.get(LedgerAsset, code)
+
+
+async def open_account(session: AsyncSession, values: dict[str, Any]) -> LedgerAccount:
+    """Create by code if missing; either way return the stored account."""
+    await session.execute(insert(LedgerAccount).values(**values).on_conflict_do_nothing(index_elements=["code"]))
+    account = await session.scalar(select(LedgerAccount).where(LedgerAccount.code == values["code"]))
+    assert account is not None
+    return account
+
+
+async def get_account(session: AsyncSession, account_id: int) -> LedgerAccount | None:
+    return await session.get(LedgerAccount, account_id, populate_existing=True)
+
+
+async def get_account_by_code(session: AsyncSession, code: str) -> LedgerAccount | None:
+    return await session.scalar(
+        select(LedgerAccount).where(LedgerAccount.code == code).execution_options(populate_existing=True)
+    )
+
+
+async def close_account(session: AsyncSession, account_id: int) -> None:
+    await session.execute(
+        text("UPDATE ledger_accounts SET closed_at = now() WHERE id = :id AND closed_at IS NULL"), {"id": account_id}
+    )
+
+
+async def merchant_accounts(session: AsyncSession, merchant_id: str, mode: str) -> list[LedgerAccount]:
+    rows = await session.scalars(
+        select(LedgerAccount)
+        .where(LedgerAccount.merchant_id == merchant_id, LedgerAccount.mode == mode)
+        .order_by(LedgerAccount.id)
+        .execution_options(populate_existing=True)
+    )
+    return list(rows)
+
+
+async def journal_sums(session: AsyncSession, account_id: int, until: dt.datetime | None) -> dict[str, int]:
+    """Posted and pending sums of the journal for one account, optionally up to `until`.
+
+    Resolutions move amounts out of pending: a post adds its amount to posted and releases
+    the pending amount; a void or expiry only releases it."""
+    sql = text(
+        """
+        SELECT
+          coalesce(sum(CASE WHEN t.kind IN ('posted', 'post') AND t.debit_account = :a THEN t.amount END), 0),
+          coalesce(sum(CASE WHEN t.kind IN ('posted', 'post') AND t.credit_account = :a THEN t.amount END), 0),
+          coalesce(sum(CASE WHEN t.kind = 'pending' AND t.debit_account = :a THEN t.amount END), 0)
+            - coalesce(sum(CASE WHEN t.pending_id IS NOT NULL AND t.debit_account = :a THEN p.amount END), 0),
+          coalesce(sum(CASE WHEN t.kind = 'pending' AND t.credit_account = :a THEN t.amount END), 0)
+            - coalesce(sum(CASE WHEN t.pending_id IS NOT NULL AND t.credit_account = :a THEN p.amount END), 0)
+        FROM ledger_transfers t
+        LEFT JOIN ledger_transfers p ON p.id = t.pending_id
+        WHERE (t.debit_account = :a OR t.credit_account = :a)
+          AND (CAST(:until AS timestamptz) IS NULL OR t.created_at <= CAST(:until AS timestamptz))
+        """
+    )
+    row = (await session.execute(sql, {"a": account_id, "until": until})).one()
+    debits_posted, credits_posted, debits_pending, credits_pending = (int(v) for v in row)
+    return {
+        "debits_posted": debits_posted,
+        "credits_posted": credits_posted,
+        "debits_pending": debits_pending,
+        "credits_pending": credits_pending,
+    }
+
+
+async def history(session: AsyncSession, account_ids: Sequence[int], page: PageRequest) -> Page[LedgerTransfer]:
+    query = select(LedgerTransfer).where(
+        or_(LedgerTransfer.debit_account.in_(account_ids), LedgerTransfer.credit_account.in_(account_ids))
+    )
+    rows = (await session.scalars(pagination.apply(query, LedgerTransfer.public_id, page))).all()
+    return pagination.finish(rows, page)
+
+
+async def pending_amounts(session: AsyncSession, ids: Sequence[str]) -> dict[str, int]:
+    rows = await session.execute(select(LedgerTransfer.id, LedgerTransfer.amount).where(LedgerTransfer.id.in_(ids)))
+    return {row[0]: int(row[1]) for row in rows}
+
+
+async def timed_out_pending(session: AsyncSession, limit: int) -> list[str]:
+    """Pending transfers past their timeout with no resolution yet."""
+    rows = await session.scalars(
+        text(
+            "SELECT p.id FROM ledger_transfers p WHERE p.kind = 'pending' AND p.timeout_at <= clock_timestamp()"
+            " AND NOT EXISTS (SELECT 1 FROM ledger_transfers r WHERE r.pending_id = p.id)"
+            " ORDER BY p.timeout_at LIMIT :limit"
+        ),
+        {"limit": limit},
+    )
+    return list(rows)
+
+
+async def totals_by_asset(session: AsyncSession) -> dict[str, tuple[int, int, int, int]]:
+    """Σ of each balance column per asset, over all accounts (the zero-sum check)."""
+    rows = await session.execute(
+        select(
+            LedgerAccount.asset,
+            func.sum(LedgerAccount.debits_posted),
+            func.sum(LedgerAccount.credits_posted),
+            func.sum(LedgerAccount.debits_pending),
+            func.sum(LedgerAccount.credits_pending),
+        ).group_by(LedgerAccount.asset)
+    )
+    return {r[0]: (int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows}

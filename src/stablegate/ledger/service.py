@@ -1,0 +1,259 @@
+"""The ledger's Python API for the other domains (design 0002). Flushes only; callers commit.
+
+Every money movement is `create_transfers(session, [Transfer(...), ...])`: one linked
+batch, all or nothing, idempotent per transfer id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from stablegate.kit.ids import new_id
+from stablegate.kit.pagination import Page, PageRequest
+from stablegate.ledger import repository
+from stablegate.ledger.errors import AccountNotFound, LedgerError
+from stablegate.ledger.models import LedgerAccount, LedgerAsset, LedgerTransfer
+
+log = structlog.get_logger(__name__)
+
+MAX_BATCH = 1000
+MAX_AMOUNT = 2**256 - 1
+MAX_TRANSFER_ID_CHARS = 128
+MAX_TIMEOUT_S = 90 * 24 * 3600
+MAX_RETRIES = 8
+RETRY_BASE_DELAY_S = 0.002
+FLAG_DEBITS_MUST_NOT_EXCEED_CREDITS = 1
+FLAG_CREDITS_MUST_NOT_EXCEED_DEBITS = 2
+ACCOUNT_TYPES = frozenset({"asset", "liability", "equity", "income", "expense"})
+_FIAT_CODE = re.compile(r"^[A-Z]{3}$")
+_TOKEN_CODE = re.compile(r"^[A-Z][A-Z0-9]{1,11}\.[a-z0-9-]{1,24}$")
+
+Kind = Literal["posted", "pending", "post", "void"]
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One transfer. For `post`/`void`, name the pending transfer; accounts and asset come
+    from it, and `amount` (post only) may be less than reserved: the rest is released."""
+
+    id: str
+    debit_account: int | None = None
+    credit_account: int | None = None
+    asset: str | None = None
+    amount: int | None = None
+    kind: Kind = "posted"
+    pending_id: str | None = None
+    timeout_s: int | None = None
+    code: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    id: str
+    public_id: str
+    seq: int
+    created: bool  # False: an idempotent replay of an existing transfer
+
+
+@dataclass(frozen=True)
+class Balance:
+    debits_posted: int
+    credits_posted: int
+    debits_pending: int
+    credits_pending: int
+
+    @property
+    def credit_balance_posted(self) -> int:
+        """What a credit-normal account (liability, income, equity) holds."""
+        return self.credits_posted - self.debits_posted
+
+    @property
+    def credit_balance_available(self) -> int:
+        """Posted credit balance less what pending debits have reserved."""
+        return self.credits_posted - self.debits_posted - self.debits_pending
+
+
+async def define_asset(
+    session: AsyncSession, code: str, scale: int, *, chain_id: int | None = None, contract: str | None = None
+) -> LedgerAsset:
+    """Register an asset (idempotent). Fiat: ISO 4217 code. Token: `SYMBOL.chain`, with chain and contract."""
+    kind = "fiat" if chain_id is None else "token"
+    if kind == "fiat" and not _FIAT_CODE.match(code):
+        raise LedgerError("A fiat asset code is three capital letters (ISO 4217).", param="code")
+    if kind == "token" and (not _TOKEN_CODE.match(code) or not contract):
+        raise LedgerError("A token asset is SYMBOL.chain with a contract address.", param="code")
+    if not 0 <= scale <= 36:
+        raise LedgerError("scale must be 0 to 36.", param="scale")
+    values = {"code": code, "kind": kind, "scale": scale, "chain_id": chain_id, "contract": contract}
+    asset = await repository.upsert_asset(session, values)
+    if (asset.kind, asset.scale, asset.chain_id, asset.contract) != (kind, scale, chain_id, contract):
+        raise LedgerError(f"Asset {code} already exists with other properties.", param="code", code="asset_exists")
+    return asset
+
+
+async def open_account(
+    session: AsyncSession,
+    code: str,
+    asset: str,
+    type: str,
+    *,
+    flags: int = 0,
+    merchant_id: str | None = None,
+    mode: str | None = None,
+) -> LedgerAccount:
+    """Get or create the account named `code`; an existing one must match."""
+    if type not in ACCOUNT_TYPES:
+        raise LedgerError(f"type must be one of {sorted(ACCOUNT_TYPES)}.", param="type")
+    if await repository.get_asset(session, asset) is None:
+        raise LedgerError(f"Unknown asset {asset}.", param="asset", code="asset_not_found")
+    values = {"code": code, "asset": asset, "type": type, "flags": flags, "merchant_id": merchant_id, "mode": mode}
+    account = await repository.open_account(session, values)
+    if (account.asset, account.type, account.flags) != (asset, type, flags):
+        raise LedgerError(
+            f"Account {code} exists with another asset, type or flags.", param="code", code="account_exists"
+        )
+    return account
+
+
+async def get_account(session: AsyncSession, account_id: int) -> LedgerAccount:
+    account = await repository.get_account(session, account_id)
+    if account is None:
+        raise AccountNotFound(f"No ledger account {account_id}.", param="account")
+    return account
+
+
+async def close_account(session: AsyncSession, account_id: int) -> None:
+    await get_account(session, account_id)
+    await repository.close_account(session, account_id)
+
+
+def _validate(transfer: Transfer) -> dict[str, Any]:
+    """Shape checks that need no database; the database enforces the rest."""
+    if not 1 <= len(transfer.id) <= MAX_TRANSFER_ID_CHARS:
+        raise LedgerError(f"A transfer id is 1 to {MAX_TRANSFER_ID_CHARS} characters.", param="id")
+    if transfer.kind in ("posted", "pending"):
+        if transfer.debit_account is None or transfer.credit_account is None or transfer.asset is None:
+            raise LedgerError("A transfer names its debit and credit accounts and asset.", param="debit_account")
+        if transfer.debit_account == transfer.credit_account:
+            raise LedgerError("Debit and credit accounts must differ.", param="credit_account", code="same_account")
+        if transfer.pending_id is not None:
+            raise LedgerError("Only post and void name a pending transfer.", param="pending_id")
+        _check_amount(transfer.amount, required=True)
+    elif transfer.kind in ("post", "void"):
+        if transfer.pending_id is None:
+            raise LedgerError(f"A {transfer.kind} names the pending transfer.", param="pending_id")
+        _check_amount(transfer.amount, required=False)
+    else:
+        raise LedgerError("kind must be posted, pending, post or void.", param="kind")
+    if transfer.timeout_s is not None and (transfer.kind != "pending" or not 1 <= transfer.timeout_s <= MAX_TIMEOUT_S):
+        raise LedgerError("Only a pending transfer has a timeout, 1 s to 90 days.", param="timeout_s")
+    if not 0 <= transfer.code <= 65535:
+        raise LedgerError("code must be 0 to 65535.", param="code")
+    return {
+        "id": transfer.id,
+        "public_id": new_id("txn"),
+        "kind": transfer.kind,
+        "debit_account": transfer.debit_account,
+        "credit_account": transfer.credit_account,
+        "asset": transfer.asset,
+        "amount": None if transfer.amount is None else str(transfer.amount),
+        "pending_id": transfer.pending_id,
+        "timeout_s": transfer.timeout_s,
+        "code": transfer.code,
+        "metadata": transfer.metadata,
+    }
+
+
+def _check_amount(amount: int | None, *, required: bool) -> None:
+    if amount is None:
+        if required:
+            raise LedgerError("amount is required.", param="amount")
+        return
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise LedgerError("amount is an integer in the asset's smallest unit.", param="amount")
+    if not 0 < amount <= MAX_AMOUNT:
+        raise LedgerError("amount must be positive and fit in 256 bits.", param="amount", code="invalid_amount")
+
+
+async def create_transfers(session: AsyncSession, transfers: Sequence[Transfer]) -> list[TransferResult]:
+    """Create a linked batch (all or nothing) inside the caller's transaction.
+
+    Deadlocks and serialization failures are retried from a savepoint with jittered
+    backoff; every other refusal raises a LedgerError and writes nothing."""
+    if not 1 <= len(transfers) <= MAX_BATCH:
+        raise LedgerError(f"A batch holds 1 to {MAX_BATCH} transfers.", param="transfers")
+    batch = [_validate(t) for t in transfers]
+    for attempt in range(MAX_RETRIES):
+        try:
+            async with session.begin_nested():
+                rows = await repository.create_transfers(session, batch)
+            break
+        except DBAPIError as exc:
+            state, _, _ = repository.sqlstate(exc)
+            if state in repository.RETRYABLE_SQLSTATES and attempt + 1 < MAX_RETRIES:
+                log.info("ledger.retry", sqlstate=state, attempt=attempt + 1)
+                await asyncio.sleep(RETRY_BASE_DELAY_S * (2**attempt) * random.random())  # noqa: S311
+                continue
+            translated = repository.translate(exc)
+            if translated is None:
+                raise
+            raise translated from None
+    assert len(rows) == len(batch), "the posting function answers once per transfer"
+    results = [TransferResult(id=r.transfer_id, public_id=r.public_id, seq=r.seq, created=r.created) for r in rows]
+    log.info("ledger.transfers", count=len(results), created=sum(r.created for r in results))
+    return results
+
+
+async def balance(session: AsyncSession, account_id: int) -> Balance:
+    account = await get_account(session, account_id)
+    return Balance(
+        debits_posted=int(account.debits_posted),
+        credits_posted=int(account.credits_posted),
+        debits_pending=int(account.debits_pending),
+        credits_pending=int(account.credits_pending),
+    )
+
+
+async def balance_as_of(session: AsyncSession, account_id: int, at: dt.datetime) -> Balance:
+    """The balance from the journal alone, counting transfers created up to `at`."""
+    await get_account(session, account_id)
+    return Balance(**await repository.journal_sums(session, account_id, at))
+
+
+async def journal_balance(session: AsyncSession, account_id: int) -> Balance:
+    """The balance recomputed from the journal (the invariant: equals `balance`)."""
+    return Balance(**await repository.journal_sums(session, account_id, None))
+
+
+async def history(session: AsyncSession, account_ids: Sequence[int], page: PageRequest) -> Page[LedgerTransfer]:
+    return await repository.history(session, account_ids, page)
+
+
+async def expire_pending(session: AsyncSession, limit: int = 500) -> int:
+    """Write `expire` resolutions for timed-out pending transfers (bounded batch)."""
+    ids = await repository.timed_out_pending(session, limit)
+    if not ids:
+        return 0
+    batch = [{**_expire_spec(pending_id), "public_id": new_id("txn")} for pending_id in ids]
+    async with session.begin_nested():
+        rows = await repository.create_transfers(session, batch)
+    return sum(1 for r in rows if r.created)
+
+
+def _expire_spec(pending_id: str) -> dict[str, Any]:
+    return {"id": f"expire:{pending_id}", "kind": "expire", "pending_id": pending_id, "code": 0, "metadata": {}}
+
+
+async def totals_by_asset(session: AsyncSession) -> dict[str, tuple[int, int, int, int]]:
+    return await repository.totals_by_asset(session)
