@@ -159,6 +159,11 @@ BEGIN
             IF NOT FOUND OR p.kind <> 'pending' THEN
                 RAISE EXCEPTION 'no pending transfer %', t.v->>'pending_id' USING ERRCODE = 'LG021';
             END IF;
+            -- Resolved already (by another transfer): say so before anything else. A replay
+            -- of the resolution itself is an idempotent no-op further down.
+            IF EXISTS (SELECT 1 FROM ledger_transfers r WHERE r.pending_id = p.id AND r.id <> t.v->>'id') THEN
+                RAISE EXCEPTION 'pending transfer % is already resolved', p.id USING ERRCODE = 'LG022';
+            END IF;
             debit_acc := p.debit_account;
             credit_acc := p.credit_account;
             xfer_asset := p.asset;

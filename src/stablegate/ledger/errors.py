@@ -70,6 +70,7 @@ BY_SQLSTATE: dict[str, type[StablegateError]] = {
     "LG012": AccountClosed,
     "LG020": TransferExists,
     "LG021": PendingNotFound,
+    "LG022": PendingAlreadyResolved,
     "LG023": PendingExpired,
     "LG024": ExceedsPendingAmount,
     "LG025": PendingNotExpired,

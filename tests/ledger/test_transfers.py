@@ -1,0 +1,272 @@
+"""Transfers against the real database: idempotency, linked batches, two-phase, flags,
+immutability, and bad input that must write nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
+
+from stablegate.db import Database
+from stablegate.errors import StablegateError
+from stablegate.ledger import service as ledger
+from stablegate.ledger.models import LedgerTransfer
+from stablegate.ledger.service import Balance, Transfer
+from tests.ledger.conftest import Book
+
+
+async def post(db: Database, *transfers: Transfer) -> list[ledger.TransferResult]:
+    async with db.session() as session:
+        return await ledger.create_transfers(session, list(transfers))
+
+
+async def snapshot(db: Database, book: Book) -> tuple[int, list[Balance]]:
+    async with db.session() as session:
+        count = await session.scalar(select(func.count()).select_from(LedgerTransfer))
+        balances = [await ledger.balance(session, a.id) for a in (book.cash, book.merchant, book.fees, book.usdc)]
+    return int(count or 0), balances
+
+
+def pay(book: Book, tid: str, amount: int = 1000) -> Transfer:
+    """A customer payment: cash in, owed to the merchant."""
+    return Transfer(id=tid, debit_account=book.cash.id, credit_account=book.merchant.id, asset="USD", amount=amount)
+
+
+async def test_idempotent_by_id(db: Database, book: Book) -> None:
+    first = await post(db, pay(book, f"pay-{book.cash.id}"))
+    again = await post(db, pay(book, f"pay-{book.cash.id}"))
+    assert first[0].created and not again[0].created
+    assert again[0].public_id == first[0].public_id
+    async with db.session() as session:
+        assert (await ledger.balance(session, book.merchant.id)).credits_posted == 1000
+
+
+async def test_linked_batch_is_all_or_nothing(db: Database, book: Book) -> None:
+    k = book.cash.id
+    await post(db, pay(book, f"seed-{k}", 100))
+    before = await snapshot(db, book)
+    fee = Transfer(id=f"fee-{k}", debit_account=book.merchant.id, credit_account=book.fees.id, asset="USD", amount=30)
+    overdraw = Transfer(
+        id=f"big-{k}", debit_account=book.merchant.id, credit_account=book.cash.id, asset="USD", amount=500
+    )
+    with pytest.raises(StablegateError) as err:
+        await post(db, pay(book, f"p2-{k}", 100), fee, overdraw)
+    assert err.value.code == "exceeds_credits"
+    assert await snapshot(db, book) == before
+    results = await post(db, pay(book, f"p2-{k}", 100), fee)
+    assert [r.created for r in results] == [True, True]
+
+
+async def test_two_phase_post_partial_void_and_expiry(db: Database, book: Book) -> None:
+    k = book.cash.id
+    await post(db, pay(book, f"fund-{k}", 1000))
+    hold = Transfer(
+        id=f"hold-{k}",
+        debit_account=book.merchant.id,
+        credit_account=book.cash.id,
+        asset="USD",
+        amount=600,
+        kind="pending",
+    )
+    await post(db, hold)
+    async with db.session() as session:
+        reserved = await ledger.balance(session, book.merchant.id)
+    assert reserved.debits_pending == 600 and reserved.credit_balance_available == 400
+    await post(db, Transfer(id=f"hold-post-{k}", kind="post", pending_id=f"hold-{k}", amount=250))
+    async with db.session() as session:
+        settled = await ledger.balance(session, book.merchant.id)
+    assert settled == Balance(debits_posted=250, credits_posted=1000, debits_pending=0, credits_pending=0)
+
+    second = Transfer(
+        id=f"hold2-{k}",
+        debit_account=book.merchant.id,
+        credit_account=book.cash.id,
+        asset="USD",
+        amount=100,
+        kind="pending",
+    )
+    await post(db, second, Transfer(id=f"hold2-void-{k}", kind="void", pending_id=f"hold2-{k}"))
+    with pytest.raises(StablegateError) as err:
+        await post(db, Transfer(id=f"hold2-post-{k}", kind="post", pending_id=f"hold2-{k}"))
+    assert err.value.code == "pending_transfer_already_resolved"
+
+    short = Transfer(
+        id=f"short-{k}",
+        debit_account=book.merchant.id,
+        credit_account=book.cash.id,
+        asset="USD",
+        amount=50,
+        kind="pending",
+        timeout_s=1,
+    )
+    await post(db, short)
+    await asyncio.sleep(1.1)
+    with pytest.raises(StablegateError) as err:
+        await post(db, Transfer(id=f"short-post-{k}", kind="post", pending_id=f"short-{k}"))
+    assert err.value.code == "pending_transfer_expired"
+    async with db.session() as session:
+        assert await ledger.expire_pending(session) >= 1
+        expired = await ledger.balance(session, book.merchant.id)
+        assert await ledger.expire_pending(session) == 0, "each pending expires once"
+    assert expired.debits_pending == 0
+    async with db.session() as session:
+        assert await ledger.journal_balance(session, book.merchant.id) == expired
+
+
+BAD: list[tuple[str, Callable[[Book], Transfer], str]] = [
+    (
+        "unknown account",
+        lambda b: Transfer(id="x", debit_account=b.cash.id, credit_account=987654321, asset="USD", amount=1),
+        "account_not_found",
+    ),
+    (
+        "asset mismatch",
+        lambda b: Transfer(id="x", debit_account=b.cash.id, credit_account=b.usdc.id, asset="USD", amount=1),
+        "asset_mismatch",
+    ),
+    (
+        "wrong asset on both",
+        lambda b: Transfer(id="x", debit_account=b.cash.id, credit_account=b.fees.id, asset="USDC.base", amount=1),
+        "asset_mismatch",
+    ),
+    (
+        "zero amount",
+        lambda b: Transfer(id="x", debit_account=b.cash.id, credit_account=b.fees.id, asset="USD", amount=0),
+        "invalid_amount",
+    ),
+    (
+        "negative amount",
+        lambda b: Transfer(id="x", debit_account=b.cash.id, credit_account=b.fees.id, asset="USD", amount=-5),
+        "invalid_amount",
+    ),
+    (
+        "oversized amount",
+        lambda b: Transfer(id="x", debit_account=b.cash.id, credit_account=b.fees.id, asset="USD", amount=2**256),
+        "invalid_amount",
+    ),
+    (
+        "float amount",
+        lambda b: Transfer(id="x", debit_account=b.cash.id, credit_account=b.fees.id, asset="USD", amount=1.5),
+        "invalid_request",
+    ),  # type: ignore[arg-type]
+    (
+        "same account",
+        lambda b: Transfer(id="x", debit_account=b.cash.id, credit_account=b.cash.id, asset="USD", amount=1),
+        "same_account",
+    ),
+    (
+        "overdraw flagged",
+        lambda b: Transfer(id="x", debit_account=b.merchant.id, credit_account=b.cash.id, asset="USD", amount=10**12),
+        "exceeds_credits",
+    ),
+    (
+        "post unknown pending",
+        lambda b: Transfer(id="x", kind="post", pending_id="no-such-pending"),
+        "pending_transfer_not_found",
+    ),
+    (
+        "post a posted transfer",
+        lambda b: Transfer(id="x", kind="post", pending_id=f"seed-{b.cash.id}"),
+        "pending_transfer_not_found",
+    ),
+    (
+        "empty id",
+        lambda b: Transfer(id="", debit_account=b.cash.id, credit_account=b.fees.id, asset="USD", amount=1),
+        "invalid_request",
+    ),
+    (
+        "timeout on posted",
+        lambda b: Transfer(
+            id="x", debit_account=b.cash.id, credit_account=b.fees.id, asset="USD", amount=1, timeout_s=5
+        ),
+        "invalid_request",
+    ),
+]
+
+
+@pytest.mark.parametrize(("label", "make", "code"), BAD, ids=[b[0] for b in BAD])
+async def test_bad_transfers_write_nothing(
+    db: Database, book: Book, label: str, make: Callable[[Book], Transfer], code: str
+) -> None:
+    await post(db, pay(book, f"seed-{book.cash.id}", 500))
+    before = await snapshot(db, book)
+    with pytest.raises(StablegateError) as err:
+        await post(db, make(book))
+    assert err.value.code == code
+    assert await snapshot(db, book) == before
+
+
+async def test_more_than_reserved_and_reuse_with_other_fields(db: Database, book: Book) -> None:
+    k = book.cash.id
+    await post(db, pay(book, f"f-{k}", 1000))
+    hold = Transfer(
+        id=f"h-{k}",
+        debit_account=book.merchant.id,
+        credit_account=book.cash.id,
+        asset="USD",
+        amount=100,
+        kind="pending",
+    )
+    await post(db, hold)
+    before = await snapshot(db, book)
+    with pytest.raises(StablegateError) as err:
+        await post(db, Transfer(id=f"h-post-{k}", kind="post", pending_id=f"h-{k}", amount=101))
+    assert err.value.code == "exceeds_pending_amount"
+    with pytest.raises(StablegateError) as err2:
+        await post(db, pay(book, f"f-{k}", 999))
+    assert err2.value.code == "transfer_exists_with_different_fields"
+    assert await snapshot(db, book) == before
+
+
+async def test_closed_account_refuses_transfers(db: Database, book: Book) -> None:
+    async with db.session() as session:
+        await ledger.close_account(session, book.fees.id)
+    with pytest.raises(StablegateError) as err:
+        await post(
+            db,
+            Transfer(
+                id=f"c-{book.cash.id}", debit_account=book.cash.id, credit_account=book.fees.id, asset="USD", amount=1
+            ),
+        )
+    assert err.value.code == "account_closed"
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE ledger_transfers SET amount = amount + 1",
+        "DELETE FROM ledger_transfers",
+        "TRUNCATE ledger_transfers CASCADE",
+    ],
+)
+async def test_journal_is_append_only_even_from_sql(db: Database, book: Book, statement: str) -> None:
+    await post(db, pay(book, f"a-{book.cash.id}", 1))
+    with pytest.raises(DBAPIError) as err:
+        async with db.session() as session:
+            await session.execute(text(statement))
+    assert "append-only" in str(err.value)
+
+
+async def test_flags_hold_even_from_sql(db: Database, book: Book) -> None:
+    with pytest.raises(DBAPIError) as err:
+        async with db.session() as session:
+            await session.execute(
+                text("UPDATE ledger_accounts SET debits_posted = credits_posted + 1 WHERE id = :id"),
+                {"id": book.merchant.id},
+            )
+    assert "debits_must_not_exceed_credits" in str(err.value)
+
+
+async def test_balance_as_of(db: Database, book: Book) -> None:
+    k = book.cash.id
+    await post(db, pay(book, f"asof1-{k}", 100))
+    async with db.session() as session:
+        midpoint = await session.scalar(text("SELECT clock_timestamp()"))
+    await post(db, pay(book, f"asof2-{k}", 50))
+    async with db.session() as session:
+        then = await ledger.balance_as_of(session, book.merchant.id, midpoint)
+        now = await ledger.balance(session, book.merchant.id)
+    assert then.credits_posted == 100 and now.credits_posted == 150
