@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import structlog
 from sqlalchemy import DateTime, MetaData
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
 from stablegate import embedded_pg
 from stablegate.config import Settings
-from stablegate.observability import tracing
+from stablegate.observability import metrics, tracing
+
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
+MAX_ATTEMPTS = 8
+RETRY_BASE_DELAY_S = 0.005
+T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -54,6 +64,13 @@ async def driver_fetchrow(session: AsyncSession, sql: str, *args: Any, outside_t
         assert not driver.is_in_transaction(), "must run before the session's transaction begins"
     with tracing.sql_span(sql):
         return await driver.fetchrow(sql, *args)
+
+
+def sqlstate(exc: DBAPIError) -> str | None:
+    """The SQLSTATE of the driver error behind a SQLAlchemy DBAPIError."""
+    cause = exc.orig.__cause__ if exc.orig is not None else None
+    state = getattr(cause, "sqlstate", None) or getattr(exc.orig, "sqlstate", None)
+    return state if isinstance(state, str) else None
 
 
 def libpq_url(settings: Settings) -> str:
@@ -103,6 +120,22 @@ class Database:
             except BaseException:
                 await session.rollback()
                 raise
+
+    async def retrying(self, work: Callable[[AsyncSession], Awaitable[T]], max_attempts: int = MAX_ATTEMPTS) -> T:
+        """Run `work` as one transaction, retrying the whole of it after a deadlock or a
+        serialization failure (the only safe place to retry: the aborted transaction's
+        other statements must run again too). Other errors propagate at once."""
+        for attempt in range(max_attempts):
+            try:
+                async with self.session() as session:
+                    return await work(session)
+            except DBAPIError as exc:
+                if sqlstate(exc) not in RETRYABLE_SQLSTATES or attempt + 1 == max_attempts:
+                    raise
+                log.info("db.retry", sqlstate=sqlstate(exc), attempt=attempt + 1)
+                metrics.DB_RETRIES.labels(sqlstate(exc)).inc()
+                await asyncio.sleep(RETRY_BASE_DELAY_S * (2**attempt) * random.random())  # noqa: S311
+        raise AssertionError("unreachable")
 
     async def dispose(self) -> None:
         await self.engine.dispose()

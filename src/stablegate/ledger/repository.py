@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from stablegate.db import RETRYABLE_SQLSTATES, sqlstate
 from stablegate.errors import StablegateError
 from stablegate.kit import pagination
 from stablegate.kit.pagination import Page, PageRequest
@@ -20,25 +21,21 @@ from stablegate.ledger.errors import BY_CONSTRAINT, BY_SQLSTATE, LedgerError
 from stablegate.ledger.models import LedgerAccount, LedgerAsset, LedgerTransfer
 
 _CREATE = text("SELECT ord, transfer_id, public_id, seq, created FROM ledger_create_transfers(CAST(:batch AS jsonb))")
-RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
-
-
-def sqlstate(exc: DBAPIError) -> tuple[str | None, str | None, str]:
-    """(sqlstate, constraint name, message) of the driver error behind `exc`."""
-    cause = exc.orig.__cause__ if exc.orig is not None else None
-    state = getattr(cause, "sqlstate", None) or getattr(exc.orig, "sqlstate", None)
-    constraint = getattr(cause, "constraint_name", None)
-    message = getattr(cause, "message", None) or str(exc.orig)
-    return state, constraint, message
 
 
 def translate(exc: DBAPIError) -> StablegateError | None:
-    """The ledger error a database refusal stands for, or None if it is not one of ours."""
-    state, constraint, message = sqlstate(exc)
+    """The ledger error a database refusal stands for, or None if it is not one of ours
+    (deadlocks and serialization failures included: Database.retrying handles those)."""
+    cause = exc.orig.__cause__ if exc.orig is not None else None
+    state = sqlstate(exc)
+    constraint = getattr(cause, "constraint_name", None)
+    message = getattr(cause, "message", None) or str(exc.orig)
     if state in BY_SQLSTATE:
         return BY_SQLSTATE[state](message)
     if constraint in BY_CONSTRAINT:
         return BY_CONSTRAINT[constraint](f"refused by the ledger: {constraint}")
+    if state in RETRYABLE_SQLSTATES:
+        return None
     if state is not None and state.startswith("23"):
         return LedgerError(f"refused by the ledger: {message}", code="constraint_violation")
     return None

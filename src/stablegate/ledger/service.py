@@ -6,9 +6,7 @@ batch, all or nothing, idempotent per transfer id.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,8 +28,6 @@ MAX_BATCH = 1000
 MAX_AMOUNT = 2**256 - 1
 MAX_TRANSFER_ID_CHARS = 128
 MAX_TIMEOUT_S = 90 * 24 * 3600
-MAX_RETRIES = 8
-RETRY_BASE_DELAY_S = 0.002
 FLAG_DEBITS_MUST_NOT_EXCEED_CREDITS = 1
 FLAG_CREDITS_MUST_NOT_EXCEED_DEBITS = 2
 ACCOUNT_TYPES = frozenset({"asset", "liability", "equity", "income", "expense"})
@@ -186,29 +182,30 @@ def _check_amount(amount: int | None, *, required: bool) -> None:
         raise LedgerError("amount must be positive and fit in 256 bits.", param="amount", code="invalid_amount")
 
 
-async def create_transfers(session: AsyncSession, transfers: Sequence[Transfer]) -> list[TransferResult]:
+async def create_transfers(
+    session: AsyncSession, transfers: Sequence[Transfer], *, isolated: bool = False
+) -> list[TransferResult]:
     """Create a linked batch (all or nothing) inside the caller's transaction.
 
-    Deadlocks and serialization failures are retried from a savepoint with jittered
-    backoff; every other refusal raises a LedgerError and writes nothing."""
+    A refusal raises a LedgerError and writes nothing; it aborts the caller's transaction
+    unless `isolated` (a savepoint, two more round trips) keeps the rest of it usable.
+    One call never deadlocks with another (accounts are locked in id order); a unit of
+    work that makes several calls runs under `Database.retrying`, which re-runs all of it
+    after a deadlock or serialization failure."""
     if not 1 <= len(transfers) <= MAX_BATCH:
         raise LedgerError(f"A batch holds 1 to {MAX_BATCH} transfers.", param="transfers")
     batch = [_validate(t) for t in transfers]
-    for attempt in range(MAX_RETRIES):
-        try:
+    try:
+        if isolated:
             async with session.begin_nested():
                 rows = await repository.create_transfers(session, batch)
-            break
-        except DBAPIError as exc:
-            state, _, _ = repository.sqlstate(exc)
-            if state in repository.RETRYABLE_SQLSTATES and attempt + 1 < MAX_RETRIES:
-                log.info("ledger.retry", sqlstate=state, attempt=attempt + 1)
-                await asyncio.sleep(RETRY_BASE_DELAY_S * (2**attempt) * random.random())  # noqa: S311
-                continue
-            translated = repository.translate(exc)
-            if translated is None:
-                raise
-            raise translated from None
+        else:
+            rows = await repository.create_transfers(session, batch)
+    except DBAPIError as exc:
+        translated = repository.translate(exc)
+        if translated is None:
+            raise
+        raise translated from None
     assert len(rows) == len(batch), "the posting function answers once per transfer"
     results = [TransferResult(id=r.transfer_id, public_id=r.public_id, seq=r.seq, created=r.created) for r in rows]
     log.info("ledger.transfers", count=len(results), created=sum(r.created for r in results))

@@ -20,3 +20,8 @@ IDEMPOTENCY_OUTCOMES = Counter("stablegate_idempotency_outcomes_total", "Idempot
 RATE_LIMITED = Counter("stablegate_rate_limited_total", "Requests refused by the per-key rate limit.")
 JOBS_ENQUEUED = Counter("stablegate_jobs_enqueued_total", "Jobs enqueued in a domain transaction.", ["task"])
 JOBS_RUN = Counter("stablegate_jobs_run_total", "Jobs run by this worker.", ["task", "outcome"])
+DB_RETRIES = Counter(
+    "stablegate_db_transaction_retries_total",
+    "Transactions re-run after a deadlock or serialization failure.",
+    ["sqlstate"],
+)
