@@ -48,3 +48,29 @@ def test_cli_errors_are_readable(database_url: str) -> None:
     )
     assert out.returncode == 2
     assert "No such merchant" in out.stdout
+
+
+def test_ledger_export_command(database_url: str, tmp_path: object) -> None:
+    from pathlib import Path
+
+    out = Path(str(tmp_path)) / "ledger.beancount"
+    env = os.environ | {"DATABASE_URL": database_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "stablegate", "ledger", "export", "--format", "beancount", "-o", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    check = subprocess.run(
+        [str(Path(sys.executable).with_name("bean-check")), str(out)], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout[-2000:]
+    bad = subprocess.run(
+        [sys.executable, "-m", "stablegate", "ledger", "export", "--format", "csv"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2

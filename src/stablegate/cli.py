@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -27,6 +29,8 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help
 app.add_typer(db_app, name="db")
 app.add_typer(merchants_app, name="merchants")
 app.add_typer(keys_app, name="keys")
+ledger_app = typer.Typer(help="The ledger: exports for accountants.", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
 
 console = Console()
 T = TypeVar("T")
@@ -237,6 +241,33 @@ def keys_list(merchant: Annotated[str, typer.Option(help="Merchant id.")], as_js
         ["id", "mode", "kind", "prefix", "revoked"],
         [[d["id"], d["mode"], d["kind"], d["prefix"] + "…", d["revoked"] or ""] for d in data],
     )
+
+
+@ledger_app.command("export")
+def ledger_export(
+    format: Annotated[str, typer.Option("--format", help="Only 'beancount' for now.")] = "beancount",
+    output: Annotated[str, typer.Option("--output", "-o", help="File to write; '-' for stdout.")] = "-",
+) -> None:
+    """Write the posted journal with closing balance assertions (checked by bean-check)."""
+    from stablegate.ledger import export
+
+    if format != "beancount":
+        console.print("[red]error[/red] (format): only 'beancount' is supported")
+        raise typer.Exit(2)
+
+    async def write(session: AsyncSession) -> int:
+        lines = 0
+        # A CLI writing its own output file: nothing else runs on this loop meanwhile.
+        sink = open(output, "w", encoding="utf-8") if output != "-" else contextlib.nullcontext(sys.stdout)  # noqa: ASYNC230, SIM115
+        with sink as out:
+            async for line in export.beancount(session):
+                out.write(line)
+                lines += 1
+        return lines
+
+    lines = _run_in_session(write)
+    if output != "-":
+        console.print(f"wrote {lines} lines to {output}")
 
 
 def _key_json(key: Any) -> dict[str, Any]:

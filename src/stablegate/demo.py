@@ -21,7 +21,12 @@ from stablegate.db import Database
 from stablegate.devserver import serving
 from stablegate.jobs import outbox
 from stablegate.jobs.app import purge_idempotency_keys, run_worker
+from stablegate.ledger import chart
+from stablegate.ledger import service as ledger
+from stablegate.ledger.service import Transfer
 from stablegate.merchants import service as merchants
+
+BASE_USDC = "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"  # USDC on Base (chain 8453)
 
 
 @dataclass
@@ -120,6 +125,36 @@ async def _isolation_and_errors(demo: Demo) -> None:
         demo.check(label, r.status_code == expected, f"{r.status_code} {err.get('code')} param={err.get('param')}")
 
 
+async def _ledger(demo: Demo, db: Database) -> None:
+    """Book what a settled 25.00 USDC payment does (design 0002), then read it back
+    through the merchant API. Later issues book this from real chain events."""
+    m = demo.ids["merchant"]
+    async with db.session() as s:
+        await ledger.define_asset(s, "USDC.base", 6, chain_id=8453, contract=BASE_USDC)
+        clearing = await chart.clearing_account(s, 8453, "USDC.base")
+        pending = await chart.merchant_account(s, m, "test", "pending", "USDC.base")
+        available = await chart.merchant_account(s, m, "test", "available", "USDC.base")
+        fees = await chart.platform_account(s, "test", "fee_revenue", "USDC.base")
+        meta = {"type": "payment", "source": "pay_demo"}
+        await ledger.create_transfers(
+            s,
+            [
+                Transfer(f"demo:{m}:pay", clearing.id, pending.id, "USDC.base", 25_000_000, metadata=meta),
+                Transfer(f"demo:{m}:settle", pending.id, available.id, "USDC.base", 25_000_000, metadata=meta),
+                Transfer(f"demo:{m}:fee", available.id, fees.id, "USDC.base", 250_000, metadata={"type": "fee"}),
+            ],
+        )
+    balance = (await demo.client.get("/v1/balance", headers=demo.auth("test"))).json()
+    entries = (await demo.client.get("/v1/balance_transactions", headers=demo.auth("test"))).json()["data"]
+    available_now = balance["available"][0]["amount"] if balance["available"] else "0"
+    demo.check(
+        "ledger → GET /v1/balance", available_now == "24750000", f"available {int(available_now) / 1e6:.2f} USDC.base"
+    )
+    demo.check(
+        "GET /v1/balance_transactions", len(entries) == 3, ", ".join(f"{e['type']} {e['amount']}" for e in entries)
+    )
+
+
 async def _revocation(demo: Demo, db: Database) -> None:
     async with db.session() as session:
         await merchants.revoke_key(session, demo.ids["key_readonly"])
@@ -155,6 +190,7 @@ async def run_demo(url: str, settings: Settings, port: int, console: Console) ->
             await _setup(db, settings, demo)
             for step in steps:
                 await step(demo)
+            await _ledger(demo, db)
             await _revocation(demo, db)
             await _outbox(demo, db, url, settings)
             await _ops(demo)

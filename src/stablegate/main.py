@@ -23,6 +23,7 @@ from stablegate.errors import InvalidRequest, MethodNotAllowed, NotFound, Stable
 from stablegate.kit.idempotency import HEADER as IDEMPOTENCY_HEADER
 from stablegate.kit.idempotency import KEY_PATTERN, MAX_KEY_LENGTH
 from stablegate.kit.ratelimit import RateLimiter
+from stablegate.ledger.api import router as ledger_router
 from stablegate.merchants.api import router as account_router
 from stablegate.observability import logging as obs_logging
 from stablegate.observability import tracing
@@ -50,6 +51,7 @@ def create_app(settings: Settings, db: Database) -> FastAPI:
     app.state.settings = settings
     app.include_router(account_router)
     app.include_router(customers_router)
+    app.include_router(ledger_router)
     _add_error_handlers(app)
     _add_ops_routes(app, db)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -10,24 +10,15 @@ import structlog
 
 from stablegate.config import Settings
 from stablegate.db import Database, with_driver
+from stablegate.jobs.runtime import Runtime
 from stablegate.kit import idempotency
+from stablegate.ledger import jobs as ledger_jobs
 from stablegate.observability import metrics
 
 log = structlog.get_logger(__name__)
 
 tasks = procrastinate.Blueprint()
 PURGE_MAX_BATCHES = 100
-
-
-class Runtime:
-    """What running tasks need; set once by the worker process."""
-
-    db: Database | None = None
-
-    @classmethod
-    def database(cls) -> Database:
-        assert cls.db is not None, "worker runtime not started"
-        return cls.db
 
 
 @tasks.periodic(cron="*/15 * * * *", periodic_id="purge_idempotency_keys")
@@ -50,6 +41,7 @@ def build_app(url: str) -> procrastinate.App:
     connector = procrastinate.PsycopgConnector(conninfo=with_driver(url, ""))
     app = procrastinate.App(connector=connector)
     app.add_tasks_from(tasks, namespace="")
+    app.add_tasks_from(ledger_jobs.tasks, namespace="")
     return app
 
 

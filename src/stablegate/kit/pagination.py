@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar, TypeVarTuple
 
 from sqlalchemy import Select
 from sqlalchemy.orm import InstrumentedAttribute
@@ -21,6 +21,7 @@ MAX_LIMIT = 100
 DEFAULT_LIMIT = 10
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Page(Generic[T]):
     has_more: bool
 
 
-def apply(query: Select[Any], id_column: InstrumentedAttribute[str], page: PageRequest) -> Select[Any]:
+def apply(query: Select[*Ts], id_column: InstrumentedAttribute[str], page: PageRequest) -> Select[*Ts]:
     """Add the cursor condition, order and limit+1 (to learn has_more) to `query`."""
     if page.starting_after is not None:
         query = query.where(id_column < page.starting_after)

@@ -12,6 +12,7 @@ from sqlalchemy import func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from stablegate.db import RETRYABLE_SQLSTATES, sqlstate
 from stablegate.errors import StablegateError
@@ -159,3 +160,25 @@ async def totals_by_asset(session: AsyncSession) -> dict[str, tuple[int, int, in
         ).group_by(LedgerAccount.asset)
     )
     return {r[0]: (int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows}
+
+
+async def merchant_entries(
+    session: AsyncSession, account_ids: Sequence[int], page: PageRequest
+) -> Page[tuple[LedgerTransfer, str | None, int | None]]:
+    """Posted and pending transfers on these accounts, each with its resolution (a pending
+    transfer and the post/void/expire that settles it are one balance transaction)."""
+    resolution = aliased(LedgerTransfer)
+    query = (
+        select(LedgerTransfer, resolution.kind, resolution.amount)
+        .outerjoin(resolution, resolution.pending_id == LedgerTransfer.id)
+        .where(
+            LedgerTransfer.kind.in_(("posted", "pending")),
+            or_(LedgerTransfer.debit_account.in_(account_ids), LedgerTransfer.credit_account.in_(account_ids)),
+        )
+    )
+    rows = (await session.execute(pagination.apply(query, LedgerTransfer.public_id, page))).all()
+    page_rows = pagination.finish(rows, page)
+    data: list[tuple[LedgerTransfer, str | None, int | None]] = [
+        (transfer, kind, None if amount is None else int(amount)) for transfer, kind, amount in page_rows.data
+    ]
+    return Page(data=data, has_more=page_rows.has_more)

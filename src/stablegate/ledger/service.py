@@ -254,3 +254,90 @@ def _expire_spec(pending_id: str) -> dict[str, Any]:
 
 async def totals_by_asset(session: AsyncSession) -> dict[str, tuple[int, int, int, int]]:
     return await repository.totals_by_asset(session)
+
+
+@dataclass(frozen=True)
+class MerchantBalance:
+    asset: str
+    scale: int
+    available: int
+    pending: int
+
+
+@dataclass(frozen=True)
+class MerchantEntry:
+    public_id: str
+    amount: int  # signed: positive adds to the merchant's balance
+    asset: str
+    scale: int
+    status: str
+    bucket: str
+    type: str | None
+    source: str | None
+    created_at: dt.datetime
+
+
+async def merchant_balances(session: AsyncSession, merchant_id: str, mode: str) -> list[MerchantBalance]:
+    """Per asset: available (posted, less reserved) and pending (not yet available)."""
+    by_asset: dict[str, list[int]] = {}
+    for account in await repository.merchant_accounts(session, merchant_id, mode):
+        bucket = account.code.split(":")[3]
+        totals = by_asset.setdefault(account.asset, [0, 0])
+        posted = int(account.credits_posted) - int(account.debits_posted)
+        if bucket == "available":
+            totals[0] += posted - int(account.debits_pending)
+            totals[1] += int(account.credits_pending)
+        elif bucket == "pending":
+            totals[1] += posted + int(account.credits_pending)
+    scales = {code: await _scale(session, code) for code in by_asset}
+    return [MerchantBalance(a, scales[a], v[0], v[1]) for a, v in sorted(by_asset.items())]
+
+
+async def _scale(session: AsyncSession, asset: str) -> int:
+    found = await repository.get_asset(session, asset)
+    assert found is not None, "accounts reference known assets (foreign key)"
+    return found.scale
+
+
+async def merchant_entries(
+    session: AsyncSession, merchant_id: str, mode: str, page: PageRequest
+) -> Page[MerchantEntry]:
+    accounts = {a.id: a for a in await repository.merchant_accounts(session, merchant_id, mode)}
+    if not accounts:
+        return Page(data=[], has_more=False)
+    rows = await repository.merchant_entries(session, list(accounts), page)
+    scales = {a.asset: await _scale(session, a.asset) for a in accounts.values()}
+    return Page(
+        data=[_entry(t, kind, amount, accounts, scales) for t, kind, amount in rows.data], has_more=rows.has_more
+    )
+
+
+_STATUS = {None: "pending", "post": "posted", "void": "voided", "expire": "expired"}
+
+
+def _entry(
+    t: LedgerTransfer,
+    resolution: str | None,
+    resolved_amount: int | None,
+    accounts: dict[int, LedgerAccount],
+    scales: dict[str, int],
+) -> MerchantEntry:
+    credited = t.credit_account in accounts
+    mine = accounts[t.credit_account if credited else t.debit_account]
+    amount = resolved_amount if resolution == "post" and resolved_amount is not None else int(t.amount)
+    metadata = t.metadata_ or {}
+    return MerchantEntry(
+        public_id=t.public_id,
+        amount=amount if credited else -amount,
+        asset=t.asset,
+        scale=scales[t.asset],
+        status="posted" if t.kind == "posted" else _STATUS[resolution],
+        bucket=mine.code.split(":")[3],
+        type=_text(metadata.get("type")),
+        source=_text(metadata.get("source")),
+        created_at=t.created_at,
+    )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None

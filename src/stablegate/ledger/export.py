@@ -1,0 +1,89 @@
+"""Journal export for accountants: beancount (bean-check must accept what we write).
+
+Posted movements become transactions (a pending transfer appears only once posted, at its
+posted amount); each account gets an `open` and a closing `balance` assertion equal to
+its posted balance in the database, so bean-check proves the export adds up."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import AsyncIterator
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from stablegate.ledger.models import LedgerAccount, LedgerAsset, LedgerTransfer
+
+_ROOTS = {"asset": "Assets", "liability": "Liabilities", "equity": "Equity", "income": "Income", "expense": "Expenses"}
+_UNSAFE = re.compile(r"[^A-Za-z0-9-]")
+CHUNK_ROWS = 5000
+
+
+def account_name(account: LedgerAccount) -> str:
+    """`merchant:mch_01J…:test:available:USDC.base` -> `Liabilities:Merchant:Mch-01J…:…:A42`.
+
+    The trailing `A{id}` keeps names unique whatever sanitising merged."""
+    parts = [_UNSAFE.sub("-", p) or "X" for p in account.code.split(":")]
+    parts = [p[0].upper() + p[1:] if p[0].isalpha() else "N" + p for p in parts]
+    return ":".join([_ROOTS[account.type], *parts, f"A{account.id}"])
+
+
+def commodity(asset: str) -> str:
+    return asset.upper().replace("_", "-")
+
+
+def quantity(amount: int, scale: int) -> str:
+    """Exact fixed-point text (no float, no exponent): 12345, 2 -> '123.45'."""
+    if scale == 0:
+        return str(amount)
+    whole, fraction = divmod(abs(amount), 10**scale)
+    return f"{'-' if amount < 0 else ''}{whole}.{fraction:0{scale}d}"
+
+
+async def beancount(session: AsyncSession) -> AsyncIterator[str]:
+    """Yield the export line by line (bounded memory: the journal is read in chunks)."""
+    assets = {a.code: a.scale for a in await session.scalars(select(LedgerAsset))}
+    accounts = {a.id: a for a in await session.scalars(select(LedgerAccount).order_by(LedgerAccount.id))}
+    yield 'option "title" "Stablegate ledger export"\n'
+    yield 'option "operating_currency" "USD"\n\n'
+    for code in sorted(assets):
+        yield f"1970-01-01 commodity {commodity(code)}\n"
+    for a in accounts.values():
+        yield f"{a.created_at.date()} open {account_name(a)} {commodity(a.asset)}\n"
+    last_day = dt.date(1970, 1, 1)
+    async for line, day in _transactions(session, accounts, assets):
+        last_day = max(last_day, day)
+        yield line
+    check_day = max([last_day, *(a.created_at.date() for a in accounts.values())]) + dt.timedelta(days=1)
+    for a in accounts.values():
+        posted = int(a.debits_posted) - int(a.credits_posted)  # beancount: debits are positive
+        yield f"{check_day} balance {account_name(a)} {quantity(posted, assets[a.asset])} {commodity(a.asset)}\n"
+
+
+async def _transactions(
+    session: AsyncSession, accounts: dict[int, LedgerAccount], assets: dict[str, int]
+) -> AsyncIterator[tuple[str, dt.date]]:
+    pending = aliased(LedgerTransfer)
+    query = (
+        select(LedgerTransfer, pending.created_at)
+        .outerjoin(pending, pending.id == LedgerTransfer.pending_id)
+        .where(LedgerTransfer.kind.in_(("posted", "post")))
+        .order_by(LedgerTransfer.seq)
+        .execution_options(yield_per=CHUNK_ROWS)
+    )
+    async for t, _pending_created in await session.stream(query):
+        day = t.created_at.date()
+        amount = quantity(int(t.amount), assets[t.asset])
+        unit = commodity(t.asset)
+        label = str((t.metadata_ or {}).get("type", t.kind)).replace('"', "'")
+        yield (
+            (
+                f'\n{day} * "{label}" "{t.public_id}"\n'
+                f'  transfer_id: "{t.id.replace(chr(34), chr(39))}"\n'
+                f"  {account_name(accounts[t.debit_account])}  {amount} {unit}\n"
+                f"  {account_name(accounts[t.credit_account])}  -{amount} {unit}\n"
+            ),
+            day,
+        )

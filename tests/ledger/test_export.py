@@ -1,0 +1,71 @@
+"""The beancount export of a random journal passes bean-check, balances included."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stablegate.db import Database
+from stablegate.ledger import export
+from stablegate.ledger import service as ledger
+from stablegate.ledger.service import Transfer
+
+BEAN_CHECK = Path(sys.executable).with_name("bean-check")
+ASSETS = [
+    ("USD", 2, None, None),
+    ("EUR", 2, None, None),
+    ("DAI.eth", 18, 1, "0x6b175474e89094c44da98b954eedeac495271d0f"),
+]
+
+
+async def _random_journal(db: Database, seed: int) -> None:
+    rng = random.Random(seed)
+    async with db.session() as s:
+        accounts: dict[str, list[int]] = {}
+        for code, scale, chain, contract in ASSETS:
+            await ledger.define_asset(s, code, scale, chain_id=chain, contract=contract)
+            for i, kind in enumerate(("asset", "liability", "income", "equity")):
+                acct = await ledger.open_account(s, f"bean:{seed}:{code}:{kind}:{i}", code, kind)
+                accounts.setdefault(code, []).append(acct.id)
+        for n in range(rng.randint(5, 40)):
+            code = rng.choice(list(accounts))
+            debit, credit = rng.sample(accounts[code], 2)
+            amount = rng.randint(1, 10**20 if code == "DAI.eth" else 10**7)
+            kind = rng.choice(["posted", "posted", "pending"])
+            tid = f"bean:{seed}:{n}"
+            await ledger.create_transfers(s, [Transfer(tid, debit, credit, code, amount, kind=kind)])  # type: ignore[arg-type]
+            if kind == "pending" and rng.random() < 0.7:
+                resolution = rng.choice(["post", "void"])
+                post_amount = rng.randint(1, amount) if resolution == "post" else None
+                await ledger.create_transfers(
+                    s,
+                    [Transfer(f"{tid}:r", kind=resolution, pending_id=tid, amount=post_amount)],  # type: ignore[arg-type]
+                )
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
+@given(seed=st.integers(min_value=0, max_value=2**31))
+async def test_export_passes_bean_check(db: Database, seed: int) -> None:
+    await _random_journal(db, seed)
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"stablegate-export-{seed}.beancount"
+    async with db.session() as s:
+        with path.open("w") as out:
+            async for line in export.beancount(s):
+                out.write(line)
+    result = subprocess.run([str(BEAN_CHECK), str(path)], capture_output=True, text=True, timeout=120)  # noqa: ASYNC221
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    path.unlink()
+
+
+def test_names_and_quantities() -> None:
+    assert export.quantity(12345, 2) == "123.45"
+    assert export.quantity(1, 18) == "0.000000000000000001"
+    assert export.quantity(-5, 2) == "-0.05"
+    assert export.quantity(0, 6) == "0.000000"
+    assert export.commodity("USDC.base") == "USDC.BASE"
