@@ -107,11 +107,9 @@ CREATE TRIGGER ledger_accounts_closed BEFORE UPDATE ON ledger_accounts
 """
 
 POST_FUNCTION = r"""
--- Create a linked batch of transfers: all or nothing, one round trip.
--- Input: a JSON array of {id, public_id, kind, debit_account, credit_account, asset,
--- amount (string), pending_id, timeout_s, code, metadata}. Output: one row per input,
--- in input order, with created = false for an idempotent replay.
-CREATE FUNCTION ledger_create_transfers(batch jsonb)
+-- The general path, transfer by transfer, for batches that post, void or expire pending
+-- transfers (each resolution needs its pending row). See ledger_create_transfers.
+CREATE FUNCTION ledger_create_transfers_stepwise(batch jsonb)
 RETURNS TABLE (ord bigint, transfer_id text, public_id text, seq bigint, created boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -235,14 +233,129 @@ END $$;
 """
 
 
+PLAIN_FUNCTION = r"""
+-- The fast path for batches of plain (posted or pending) transfers, set-based: one lock
+-- statement, one INSERT, one UPDATE per touched account with the batch's summed deltas.
+-- Flags are checked on each account's balance after the whole batch (a linked batch is
+-- one atomic movement).
+CREATE FUNCTION ledger_create_plain_transfers(batch jsonb)
+RETURNS TABLE (ord bigint, transfer_id text, public_id text, seq bigint, created boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    wanted bigint[];
+    locked_count integer;
+    inserted text[];
+    mismatch text;
+BEGIN
+    SELECT array_agg(DISTINCT a) INTO wanted FROM (
+        SELECT (x->>'debit_account')::bigint FROM jsonb_array_elements(batch) x
+        UNION ALL
+        SELECT (x->>'credit_account')::bigint FROM jsonb_array_elements(batch) x
+    ) s(a);
+    PERFORM 1 FROM ledger_accounts la WHERE la.id = ANY (wanted) ORDER BY la.id FOR UPDATE;
+    GET DIAGNOSTICS locked_count = ROW_COUNT;
+    IF locked_count <> cardinality(wanted) THEN
+        RAISE EXCEPTION 'unknown account: %',
+            (SELECT min(w) FROM unnest(wanted) w WHERE NOT EXISTS (SELECT 1 FROM ledger_accounts la WHERE la.id = w))
+            USING ERRCODE = 'LG010';
+    END IF;
+    -- Checked here, before any balance moves, so that the answer does not depend on
+    -- whether the foreign key (end of statement) or a flag (per row) would fire first.
+    SELECT x.value->>'id' INTO mismatch
+    FROM jsonb_array_elements(batch) x
+    JOIN ledger_accounts d ON d.id = (x.value->>'debit_account')::bigint
+    JOIN ledger_accounts c ON c.id = (x.value->>'credit_account')::bigint
+    WHERE d.asset <> x.value->>'asset' OR c.asset <> x.value->>'asset'
+    LIMIT 1;
+    IF mismatch IS NOT NULL THEN
+        RAISE EXCEPTION 'transfer %: accounts do not hold its asset', mismatch USING ERRCODE = 'LG011';
+    END IF;
+
+    WITH input AS (
+        SELECT * FROM jsonb_to_recordset(batch) AS x(id text, public_id text, kind text, debit_account bigint,
+            credit_account bigint, asset text, amount numeric, timeout_s bigint, code integer, metadata jsonb)
+    ), ins AS (
+        INSERT INTO ledger_transfers AS lt (id, public_id, debit_account, credit_account, asset, amount, kind,
+                                            timeout_at, code, metadata)
+        SELECT i.id, i.public_id, i.debit_account, i.credit_account, i.asset, i.amount, i.kind,
+               CASE WHEN i.timeout_s IS NULL THEN NULL ELSE clock_timestamp() + make_interval(secs => i.timeout_s) END,
+               i.code, coalesce(i.metadata, '{}'::jsonb)
+        FROM input i
+        ON CONFLICT (id) DO NOTHING
+        RETURNING lt.id, lt.debit_account, lt.credit_account, lt.amount, lt.kind
+    ), moves AS (
+        SELECT ins.debit_account AS account, ins.kind, ins.amount AS debit, 0::numeric AS credit FROM ins
+        UNION ALL
+        SELECT ins.credit_account, ins.kind, 0::numeric, ins.amount FROM ins
+    ), deltas AS (
+        SELECT m.account,
+               coalesce(sum(m.debit) FILTER (WHERE m.kind = 'pending'), 0) AS dp,
+               coalesce(sum(m.debit) FILTER (WHERE m.kind = 'posted'), 0) AS dpo,
+               coalesce(sum(m.credit) FILTER (WHERE m.kind = 'pending'), 0) AS cp,
+               coalesce(sum(m.credit) FILTER (WHERE m.kind = 'posted'), 0) AS cpo
+        FROM moves m GROUP BY m.account
+    ), moved AS (
+        UPDATE ledger_accounts a
+        SET debits_pending = a.debits_pending + d.dp, debits_posted = a.debits_posted + d.dpo,
+            credits_pending = a.credits_pending + d.cp, credits_posted = a.credits_posted + d.cpo
+        FROM deltas d WHERE a.id = d.account
+        RETURNING a.id
+    )
+    SELECT array_agg(ins.id) INTO inserted FROM ins;
+
+    -- Ids that already existed must be exact replays (checked after the insert, which also
+    -- catches a concurrent first writer of the same id).
+    SELECT x.value->>'id' INTO mismatch
+    FROM jsonb_array_elements(batch) x
+    JOIN ledger_transfers t ON t.id = x.value->>'id'
+    WHERE NOT (x.value->>'id' = ANY (coalesce(inserted, '{}')))
+      AND (t.kind, t.debit_account, t.credit_account, t.asset, t.amount, t.code, t.metadata, t.pending_id)
+          IS DISTINCT FROM
+          (x.value->>'kind', (x.value->>'debit_account')::bigint, (x.value->>'credit_account')::bigint,
+           x.value->>'asset', (x.value->>'amount')::numeric, (x.value->>'code')::integer,
+           coalesce(x.value->'metadata', '{}'::jsonb), NULL::text)
+    LIMIT 1;
+    IF mismatch IS NOT NULL THEN
+        RAISE EXCEPTION 'transfer % exists with different fields', mismatch USING ERRCODE = 'LG020';
+    END IF;
+
+    RETURN QUERY
+    SELECT x.ordinality, t.id, t.public_id, t.seq,
+           t.id = ANY (coalesce(inserted, '{}'))
+           AND row_number() OVER (PARTITION BY t.id ORDER BY x.ordinality) = 1
+    FROM jsonb_array_elements(batch) WITH ORDINALITY x
+    JOIN ledger_transfers t ON t.id = x.value->>'id'
+    ORDER BY x.ordinality;
+END $$;
+
+-- Create a linked batch of transfers: all or nothing, one round trip.
+-- Input: a JSON array of {id, public_id, kind, debit_account, credit_account, asset,
+-- amount (string), pending_id, timeout_s, code, metadata}. Output: one row per input,
+-- in input order, with created = false for an idempotent replay.
+CREATE FUNCTION ledger_create_transfers(batch jsonb)
+RETURNS TABLE (ord bigint, transfer_id text, public_id text, seq bigint, created boolean)
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF jsonb_path_exists(batch, '$[*] ? (@.pending_id != null)') THEN
+        RETURN QUERY SELECT * FROM ledger_create_transfers_stepwise(batch);
+    ELSE
+        RETURN QUERY SELECT * FROM ledger_create_plain_transfers(batch);
+    END IF;
+END $$;
+"""
+
+
 def upgrade() -> None:
     op.execute(TABLES)
     op.execute(GUARDS)
     op.execute(POST_FUNCTION)
+    op.execute(PLAIN_FUNCTION)
 
 
 def downgrade() -> None:
     op.execute("DROP FUNCTION ledger_create_transfers(jsonb)")
+    op.execute("DROP FUNCTION ledger_create_plain_transfers(jsonb)")
+    op.execute("DROP FUNCTION ledger_create_transfers_stepwise(jsonb)")
     op.execute("DROP TABLE ledger_transfers")
     op.execute("DROP TABLE ledger_accounts")
     op.execute("DROP TABLE ledger_assets")

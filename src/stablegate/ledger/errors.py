@@ -67,6 +67,7 @@ class AppendOnly(StablegateError):
 BY_SQLSTATE: dict[str, type[StablegateError]] = {
     "LG001": AppendOnly,
     "LG010": AccountNotFound,
+    "LG011": AssetMismatch,
     "LG012": AccountClosed,
     "LG020": TransferExists,
     "LG021": PendingNotFound,
