@@ -12,7 +12,7 @@ interleaved (pgbench, single, batched, hot, peer, then again) so that drift hits
 - pgbench tpcb-like: the server's own pgbench (the one next to the running server),
   scale = clients, -j min(clients, 2), in database stablegate_bench_pgbench. Its TPS is the
   ceiling for "one small read-write transaction per round trip" on this machine.
-- single: one transfer per database transaction through `ledger.create_transfers`, client
+- single: one transfer per database transaction through `ledger.post`, client
   chosen ids, uniform random (debit, credit) pairs among <accounts> accounts.
 - batched: the same, <batch> transfers per call (one linked batch, one transaction). A
   batch locks most of the accounts, so concurrent batches mostly queue on each other.
@@ -30,9 +30,8 @@ The asyncio clients run under uvloop when it is installed, as the API server doe
 Each line ends with the single runs and the median CPU the load's client process used, in
 cores (pgbench's own process; this process for the ledger and the peer): near 1.0 means
 the Python client, not the server, is the limit (this is a 2-core machine class).
-Each ledger transaction goes through `Database.retrying` when the tree has it (else a plain
-`db.session()` block); retries after a deadlock or serialization failure are counted from
-the `db.retry` / `ledger.retry` log events, and any exception that reaches a client is
+Each ledger transaction is one `ledger.post` call (a standalone batch; it retries itself
+after a deadlock or serialization failure, which one call cannot cause), and any exception that reaches a client is
 counted by type and printed. Targets (printed, not asserted): single ≥ 1.0x pgbench TPS,
 batched ≥ 10x pgbench TPS, hot ≥ 0.5x single, single ≥ 10x django-hordak.
 """
@@ -226,14 +225,9 @@ async def _warm(db: Database, clients: int) -> None:
 
 
 async def post(db: Database, batch: list[Transfer]) -> None:
-    """One transaction, as the ledger's callers run one: through `Database.retrying` (the whole
-    transaction again after a deadlock) where the tree has it, else a plain session."""
-    retrying = getattr(db, "retrying", None)
-    if retrying is not None:
-        await retrying(lambda session: ledger.create_transfers(session, batch))
-        return
-    async with db.session() as session:
-        await ledger.create_transfers(session, batch)
+    """One transaction of its own per batch: `ledger.post`, the ledger's entry point for a
+    standalone batch (one statement, one round trip)."""
+    await ledger.post(db, batch)
 
 
 async def _ledger_client(db: Database, make: MakeBatch, tag: str, deadline: float, run: Run) -> None:

@@ -270,3 +270,29 @@ async def test_balance_as_of(db: Database, book: Book) -> None:
         then = await ledger.balance_as_of(session, book.merchant.id, midpoint)
         now = await ledger.balance(session, book.merchant.id)
     assert then.credits_posted == 100 and now.credits_posted == 150
+
+
+async def test_standalone_post_is_atomic_and_idempotent(db: Database, book: Book) -> None:
+    k = book.cash.id
+    first = await ledger.post(db, [pay(book, f"sa-{k}", 40), pay(book, f"sa2-{k}", 2)])
+    again = await ledger.post(db, [pay(book, f"sa-{k}", 40)])
+    assert [r.created for r in first] == [True, True] and again[0].created is False
+    before = await snapshot(db, book)
+    overdraw = Transfer(f"sa3-{k}", book.merchant.id, book.cash.id, "USD", 10**9)
+    with pytest.raises(StablegateError) as err:
+        await ledger.post(db, [pay(book, f"sa4-{k}", 1), overdraw])
+    assert err.value.code == "exceeds_credits"
+    assert await snapshot(db, book) == before
+
+
+async def test_account_history_is_cursor_paginated(db: Database, book: Book) -> None:
+    from stablegate.kit.pagination import PageRequest
+
+    k = book.cash.id
+    made = [(await ledger.post(db, [pay(book, f"hist-{k}-{i}", i + 1)]))[0].public_id for i in range(5)]
+    async with db.session() as s:
+        first = await ledger.history(s, [book.merchant.id], PageRequest.parse("txn", 3, None, None))
+        rest = await ledger.history(s, [book.merchant.id], PageRequest.parse("txn", 3, first.data[-1].public_id, None))
+    seen = [t.public_id for t in first.data + rest.data]
+    assert seen[:5] == list(reversed(made))
+    assert first.has_more is True

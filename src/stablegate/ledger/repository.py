@@ -8,29 +8,31 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
 from sqlalchemy import func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from stablegate.db import RETRYABLE_SQLSTATES, sqlstate
+from stablegate.db import RETRYABLE_SQLSTATES, Database, sqlstate
 from stablegate.errors import StablegateError
 from stablegate.kit import pagination
 from stablegate.kit.pagination import Page, PageRequest
 from stablegate.ledger.errors import BY_CONSTRAINT, BY_SQLSTATE, LedgerError
 from stablegate.ledger.models import LedgerAccount, LedgerAsset, LedgerTransfer
+from stablegate.observability import tracing
 
 _CREATE = text("SELECT ord, transfer_id, public_id, seq, created FROM ledger_create_transfers(CAST(:batch AS jsonb))")
 
 
-def translate(exc: DBAPIError) -> StablegateError | None:
+def translate(exc: DBAPIError | asyncpg.PostgresError) -> StablegateError | None:
     """The ledger error a database refusal stands for, or None if it is not one of ours
-    (deadlocks and serialization failures included: Database.retrying handles those)."""
-    cause = exc.orig.__cause__ if exc.orig is not None else None
-    state = sqlstate(exc)
+    (deadlocks and serialization failures included: the callers' retry handles those)."""
+    cause = exc if isinstance(exc, asyncpg.PostgresError) else (exc.orig.__cause__ if exc.orig is not None else None)
+    state = exc.sqlstate if isinstance(exc, asyncpg.PostgresError) else sqlstate(exc)
     constraint = getattr(cause, "constraint_name", None)
-    message = getattr(cause, "message", None) or str(exc.orig)
+    message = getattr(cause, "message", None) or str(exc)
     if state in BY_SQLSTATE:
         return BY_SQLSTATE[state](message)
     if constraint in BY_CONSTRAINT:
@@ -45,6 +47,20 @@ def translate(exc: DBAPIError) -> StablegateError | None:
 async def create_transfers(session: AsyncSession, batch: Sequence[dict[str, Any]]) -> list[Any]:
     rows = await session.execute(_CREATE, {"batch": json.dumps(batch, separators=(",", ":"))})
     return list(rows.all())
+
+
+_CREATE_SQL = "SELECT ord, transfer_id, public_id, seq, created FROM ledger_create_transfers($1::jsonb)"
+
+
+async def create_transfers_standalone(db: Database, batch: Sequence[dict[str, Any]]) -> list[asyncpg.Record]:
+    """The batch as its own transaction: one statement on a pooled connection in
+    autocommit, so one round trip in all (a single statement is atomic by itself)."""
+    async with db.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert isinstance(driver, asyncpg.Connection) and not driver.is_in_transaction()
+        with tracing.sql_span(_CREATE_SQL):
+            return list(await driver.fetch(_CREATE_SQL, json.dumps(batch, separators=(",", ":"))))
 
 
 async def upsert_asset(session: AsyncSession, values: dict[str, Any]) -> LedgerAsset:

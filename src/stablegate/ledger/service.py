@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import asyncpg
 import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from stablegate.db import MAX_ATTEMPTS, RETRYABLE_SQLSTATES, Database
 from stablegate.kit.ids import new_id
 from stablegate.kit.pagination import Page, PageRequest
 from stablegate.ledger import repository
@@ -207,9 +209,38 @@ async def create_transfers(
             raise
         raise translated from None
     assert len(rows) == len(batch), "the posting function answers once per transfer"
-    results = [TransferResult(id=r.transfer_id, public_id=r.public_id, seq=r.seq, created=r.created) for r in rows]
+    results = _results([r._mapping for r in rows])
     log.info("ledger.transfers", count=len(results), created=sum(r.created for r in results))
     return results
+
+
+async def post(db: Database, transfers: Sequence[Transfer]) -> list[TransferResult]:
+    """Create a linked batch as a transaction of its own (one round trip), for callers with
+    nothing else to commit alongside. A deadlock cannot happen within one call (accounts
+    are locked in id order); should the server still abort it, it is retried."""
+    if not 1 <= len(transfers) <= MAX_BATCH:
+        raise LedgerError(f"A batch holds 1 to {MAX_BATCH} transfers.", param="transfers")
+    batch = [_validate(t) for t in transfers]
+    for attempt in range(MAX_ATTEMPTS):
+        try:
+            rows = await repository.create_transfers_standalone(db, batch)
+            break
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate in RETRYABLE_SQLSTATES and attempt + 1 < MAX_ATTEMPTS:
+                continue
+            translated = repository.translate(exc)
+            if translated is None:
+                raise
+            raise translated from None
+    assert len(rows) == len(batch), "the posting function answers once per transfer"
+    return _results(rows)
+
+
+def _results(rows: Sequence[Any]) -> list[TransferResult]:
+    """Rows of ledger_create_transfers (asyncpg records or SQLAlchemy row mappings)."""
+    return [
+        TransferResult(id=r["transfer_id"], public_id=r["public_id"], seq=r["seq"], created=r["created"]) for r in rows
+    ]
 
 
 async def balance(session: AsyncSession, account_id: int) -> Balance:
