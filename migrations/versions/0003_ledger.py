@@ -133,7 +133,7 @@ BEGIN
         SELECT (x->>'credit_account')::bigint FROM jsonb_array_elements(batch) x WHERE x->>'pending_id' IS NULL
         UNION ALL
         SELECT unnest(ARRAY[lt.debit_account, lt.credit_account]) FROM ledger_transfers lt
-            WHERE lt.id IN (SELECT x->>'pending_id' FROM jsonb_array_elements(batch) x)
+            WHERE lt.id = ANY (ARRAY(SELECT x->>'pending_id' FROM jsonb_array_elements(batch) x))
     ) s WHERE a IS NOT NULL;
     SELECT array_agg(id ORDER BY id) INTO found_ids FROM (
         SELECT la.id FROM ledger_accounts la WHERE la.id = ANY (acc_ids) ORDER BY la.id FOR UPDATE
@@ -243,10 +243,14 @@ RETURNS TABLE (ord bigint, transfer_id text, public_id text, seq bigint, created
 LANGUAGE plpgsql AS $$
 DECLARE
     wanted bigint[];
+    ids text[];
     locked_count integer;
     inserted text[];
     mismatch text;
 BEGIN
+    -- Lookups below go through these arrays (`= ANY`), never a join against a set-returning
+    -- function: a cached generic plan would guess its row count and may scan whole tables.
+    SELECT array_agg(x->>'id') INTO ids FROM jsonb_array_elements(batch) x;
     SELECT array_agg(DISTINCT a) INTO wanted FROM (
         SELECT (x->>'debit_account')::bigint FROM jsonb_array_elements(batch) x
         UNION ALL
@@ -263,8 +267,8 @@ BEGIN
     -- whether the foreign key (end of statement) or a flag (per row) would fire first.
     SELECT x.value->>'id' INTO mismatch
     FROM jsonb_array_elements(batch) x
-    JOIN ledger_accounts d ON d.id = (x.value->>'debit_account')::bigint
-    JOIN ledger_accounts c ON c.id = (x.value->>'credit_account')::bigint
+    JOIN ledger_accounts d ON d.id = (x.value->>'debit_account')::bigint AND d.id = ANY (wanted)
+    JOIN ledger_accounts c ON c.id = (x.value->>'credit_account')::bigint AND c.id = ANY (wanted)
     WHERE d.asset <> x.value->>'asset' OR c.asset <> x.value->>'asset'
     LIMIT 1;
     IF mismatch IS NOT NULL THEN
@@ -307,7 +311,7 @@ BEGIN
     -- catches a concurrent first writer of the same id).
     SELECT x.value->>'id' INTO mismatch
     FROM jsonb_array_elements(batch) x
-    JOIN ledger_transfers t ON t.id = x.value->>'id'
+    JOIN ledger_transfers t ON t.id = x.value->>'id' AND t.id = ANY (ids)
     WHERE NOT (x.value->>'id' = ANY (coalesce(inserted, '{}')))
       AND (t.kind, t.debit_account, t.credit_account, t.asset, t.amount, t.code, t.metadata, t.pending_id)
           IS DISTINCT FROM
@@ -324,8 +328,64 @@ BEGIN
            t.id = ANY (coalesce(inserted, '{}'))
            AND row_number() OVER (PARTITION BY t.id ORDER BY x.ordinality) = 1
     FROM jsonb_array_elements(batch) WITH ORDINALITY x
-    JOIN ledger_transfers t ON t.id = x.value->>'id'
+    JOIN ledger_transfers t ON t.id = x.value->>'id' AND t.id = ANY (ids)
     ORDER BY x.ordinality;
+END $$;
+
+-- The single plain transfer, the commonest call: scalar statements only, no set work.
+CREATE FUNCTION ledger_create_one_transfer(t jsonb)
+RETURNS TABLE (ord bigint, transfer_id text, public_id text, seq bigint, created boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    debit_acc bigint := (t->>'debit_account')::bigint;
+    credit_acc bigint := (t->>'credit_account')::bigint;
+    xfer_asset text := t->>'asset';
+    amt numeric := (t->>'amount')::numeric;
+    is_pending boolean := t->>'kind' = 'pending';
+    assets text[];
+    new_seq bigint;
+    existing record;
+BEGIN
+    SELECT array_agg(la.asset ORDER BY la.id) INTO assets
+    FROM (SELECT a.id, a.asset FROM ledger_accounts a WHERE a.id IN (debit_acc, credit_acc) ORDER BY a.id FOR UPDATE) la;
+    IF coalesce(cardinality(assets), 0) < 2 THEN
+        RAISE EXCEPTION 'unknown account: %',
+            CASE WHEN NOT EXISTS (SELECT 1 FROM ledger_accounts WHERE id = debit_acc) THEN debit_acc ELSE credit_acc END
+            USING ERRCODE = 'LG010';
+    END IF;
+    IF assets[1] <> xfer_asset OR assets[2] <> xfer_asset THEN
+        RAISE EXCEPTION 'transfer %: accounts do not hold its asset', t->>'id' USING ERRCODE = 'LG011';
+    END IF;
+
+    INSERT INTO ledger_transfers AS lt (id, public_id, debit_account, credit_account, asset, amount, kind,
+                                        timeout_at, code, metadata)
+    VALUES (t->>'id', t->>'public_id', debit_acc, credit_acc, xfer_asset, amt, t->>'kind',
+            CASE WHEN t->>'timeout_s' IS NULL THEN NULL
+                 ELSE clock_timestamp() + make_interval(secs => (t->>'timeout_s')::bigint) END,
+            (t->>'code')::integer, coalesce(t->'metadata', '{}'::jsonb))
+    ON CONFLICT (id) DO NOTHING
+    RETURNING lt.seq INTO new_seq;
+
+    IF new_seq IS NULL THEN
+        SELECT * INTO existing FROM ledger_transfers WHERE id = t->>'id';
+        IF (existing.kind, existing.debit_account, existing.credit_account, existing.asset, existing.amount,
+            existing.code, existing.metadata, existing.pending_id)
+           IS DISTINCT FROM (t->>'kind', debit_acc, credit_acc, xfer_asset, amt, (t->>'code')::integer,
+                             coalesce(t->'metadata', '{}'::jsonb), NULL::text) THEN
+            RAISE EXCEPTION 'transfer % exists with different fields', existing.id USING ERRCODE = 'LG020';
+        END IF;
+        RETURN QUERY SELECT 1::bigint, existing.id, existing.public_id, existing.seq, false;
+        RETURN;
+    END IF;
+
+    IF is_pending THEN
+        UPDATE ledger_accounts SET debits_pending = debits_pending + amt WHERE id = debit_acc;
+        UPDATE ledger_accounts SET credits_pending = credits_pending + amt WHERE id = credit_acc;
+    ELSE
+        UPDATE ledger_accounts SET debits_posted = debits_posted + amt WHERE id = debit_acc;
+        UPDATE ledger_accounts SET credits_posted = credits_posted + amt WHERE id = credit_acc;
+    END IF;
+    RETURN QUERY SELECT 1::bigint, t->>'id', t->>'public_id', new_seq, true;
 END $$;
 
 -- Create a linked batch of transfers: all or nothing, one round trip.
@@ -338,6 +398,8 @@ LANGUAGE plpgsql AS $$
 BEGIN
     IF jsonb_path_exists(batch, '$[*] ? (@.pending_id != null)') THEN
         RETURN QUERY SELECT * FROM ledger_create_transfers_stepwise(batch);
+    ELSIF jsonb_array_length(batch) = 1 THEN
+        RETURN QUERY SELECT * FROM ledger_create_one_transfer(batch->0);
     ELSE
         RETURN QUERY SELECT * FROM ledger_create_plain_transfers(batch);
     END IF;
@@ -355,6 +417,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("DROP FUNCTION ledger_create_transfers(jsonb)")
     op.execute("DROP FUNCTION ledger_create_plain_transfers(jsonb)")
+    op.execute("DROP FUNCTION ledger_create_one_transfer(jsonb)")
     op.execute("DROP FUNCTION ledger_create_transfers_stepwise(jsonb)")
     op.execute("DROP TABLE ledger_transfers")
     op.execute("DROP TABLE ledger_accounts")
