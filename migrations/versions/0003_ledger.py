@@ -265,11 +265,11 @@ BEGIN
     END IF;
     -- Checked here, before any balance moves, so that the answer does not depend on
     -- whether the foreign key (end of statement) or a flag (per row) would fire first.
-    SELECT x.value->>'id' INTO mismatch
-    FROM jsonb_array_elements(batch) x
-    JOIN ledger_accounts d ON d.id = (x.value->>'debit_account')::bigint AND d.id = ANY (wanted)
-    JOIN ledger_accounts c ON c.id = (x.value->>'credit_account')::bigint AND c.id = ANY (wanted)
-    WHERE d.asset <> x.value->>'asset' OR c.asset <> x.value->>'asset'
+    -- Index probes on (id, asset): a join here can degrade into a nested loop of n².
+    SELECT x.id INTO mismatch
+    FROM jsonb_to_recordset(batch) AS x(id text, debit_account bigint, credit_account bigint, asset text)
+    WHERE NOT EXISTS (SELECT 1 FROM ledger_accounts a WHERE a.id = x.debit_account AND a.asset = x.asset)
+       OR NOT EXISTS (SELECT 1 FROM ledger_accounts a WHERE a.id = x.credit_account AND a.asset = x.asset)
     LIMIT 1;
     IF mismatch IS NOT NULL THEN
         RAISE EXCEPTION 'transfer %: accounts do not hold its asset', mismatch USING ERRCODE = 'LG011';
@@ -302,18 +302,20 @@ BEGIN
         UPDATE ledger_accounts a
         SET debits_pending = a.debits_pending + d.dp, debits_posted = a.debits_posted + d.dpo,
             credits_pending = a.credits_pending + d.cp, credits_posted = a.credits_posted + d.cpo
-        FROM deltas d WHERE a.id = d.account
+        FROM deltas d WHERE a.id = d.account AND a.id = ANY (wanted)
         RETURNING a.id
     )
     SELECT array_agg(ins.id) INTO inserted FROM ins;
 
     -- Ids that already existed must be exact replays (checked after the insert, which also
     -- catches a concurrent first writer of the same id).
+    WITH found AS MATERIALIZED (
+        SELECT * FROM ledger_transfers lt WHERE lt.id = ANY (ids) AND NOT (lt.id = ANY (coalesce(inserted, '{}')))
+    )
     SELECT x.value->>'id' INTO mismatch
     FROM jsonb_array_elements(batch) x
-    JOIN ledger_transfers t ON t.id = x.value->>'id' AND t.id = ANY (ids)
-    WHERE NOT (x.value->>'id' = ANY (coalesce(inserted, '{}')))
-      AND (t.kind, t.debit_account, t.credit_account, t.asset, t.amount, t.code, t.metadata, t.pending_id)
+    JOIN found t ON t.id = x.value->>'id'
+    WHERE (t.kind, t.debit_account, t.credit_account, t.asset, t.amount, t.code, t.metadata, t.pending_id)
           IS DISTINCT FROM
           (x.value->>'kind', (x.value->>'debit_account')::bigint, (x.value->>'credit_account')::bigint,
            x.value->>'asset', (x.value->>'amount')::numeric, (x.value->>'code')::integer,
@@ -323,13 +325,15 @@ BEGIN
         RAISE EXCEPTION 'transfer % exists with different fields', mismatch USING ERRCODE = 'LG020';
     END IF;
 
+    -- MATERIALIZED: fetch by index (= ANY), then match in memory; a join the planner
+    -- could turn into one index scan per input row, each returning the whole array.
     RETURN QUERY
-    SELECT x.ordinality, t.id, t.public_id, t.seq,
-           t.id = ANY (coalesce(inserted, '{}'))
-           AND row_number() OVER (PARTITION BY t.id ORDER BY x.ordinality) = 1
-    FROM jsonb_array_elements(batch) WITH ORDINALITY x
-    JOIN ledger_transfers t ON t.id = x.value->>'id' AND t.id = ANY (ids)
-    ORDER BY x.ordinality;
+    WITH found AS MATERIALIZED (SELECT lt.id, lt.public_id, lt.seq FROM ledger_transfers lt WHERE lt.id = ANY (ids))
+    SELECT u.ord, t.id, t.public_id, t.seq,
+           t.id = ANY (coalesce(inserted, '{}')) AND row_number() OVER (PARTITION BY t.id ORDER BY u.ord) = 1
+    FROM unnest(ids) WITH ORDINALITY u(id, ord)
+    JOIN found t ON t.id = u.id
+    ORDER BY u.ord;
 END $$;
 
 -- The single plain transfer, the commonest call: scalar statements only, no set work.
