@@ -23,8 +23,9 @@ from stablegate.config import Settings
 from stablegate.observability import metrics, tracing
 
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 16  # jittered exponential backoff: a livelock of victims cannot last
 RETRY_BASE_DELAY_S = 0.005
+RETRY_MAX_DELAY_S = 0.5
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
@@ -134,7 +135,8 @@ class Database:
                     raise
                 log.info("db.retry", sqlstate=sqlstate(exc), attempt=attempt + 1)
                 metrics.DB_RETRIES.labels(sqlstate(exc)).inc()
-                await asyncio.sleep(RETRY_BASE_DELAY_S * (2**attempt) * random.random())  # noqa: S311
+                delay_s = min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2**attempt)
+                await asyncio.sleep(delay_s * random.random())  # noqa: S311
         raise AssertionError("unreachable")
 
     async def dispose(self) -> None:
