@@ -10,7 +10,7 @@ import structlog
 
 from stablegate.config import Settings
 from stablegate.db import Database, with_driver
-from stablegate.jobs.runtime import Runtime
+from stablegate.jobs.runtime import Runtime, drain
 from stablegate.kit import idempotency
 from stablegate.ledger import jobs as ledger_jobs
 from stablegate.observability import metrics
@@ -25,13 +25,7 @@ PURGE_MAX_BATCHES = 100
 @tasks.task(name="system.purge_idempotency_keys", queue="system", pass_context=False)
 async def purge_idempotency_keys(timestamp: int) -> int:
     """Delete expired idempotency keys in bounded batches (24 h retention)."""
-    deleted = 0
-    for _ in range(PURGE_MAX_BATCHES):
-        async with Runtime.database().session() as session:
-            batch = await idempotency.purge_expired(session)
-        deleted += batch
-        if batch < idempotency.PURGE_BATCH_SIZE:
-            break
+    deleted = await drain(idempotency.purge_expired, idempotency.PURGE_BATCH_SIZE, PURGE_MAX_BATCHES)
     log.info("idempotency.purged", deleted=deleted)
     metrics.JOBS_RUN.labels("system.purge_idempotency_keys", "ok").inc()
     return deleted

@@ -5,7 +5,7 @@ from __future__ import annotations
 import procrastinate
 import structlog
 
-from stablegate.jobs.runtime import Runtime
+from stablegate.jobs.runtime import drain
 from stablegate.ledger import service
 from stablegate.observability import metrics
 
@@ -19,12 +19,7 @@ EXPIRE_MAX_BATCHES = 20
 @tasks.task(name="ledger.expire_pending", queue="system", pass_context=False)
 async def expire_pending(timestamp: int) -> int:
     """Resolve timed-out pending transfers as `expire` (exactly once: unique pending_id)."""
-    expired = 0
-    for _ in range(EXPIRE_MAX_BATCHES):
-        batch = await Runtime.database().retrying(lambda s: service.expire_pending(s, EXPIRE_BATCH))
-        expired += batch
-        if batch < EXPIRE_BATCH:
-            break
+    expired = await drain(lambda s: service.expire_pending(s, EXPIRE_BATCH), EXPIRE_BATCH, EXPIRE_MAX_BATCHES)
     log.info("ledger.expired", count=expired)
     metrics.JOBS_RUN.labels("ledger.expire_pending", "ok").inc()
     return expired
