@@ -336,16 +336,17 @@ BEGIN
     ORDER BY u.ord;
 END $$;
 
--- The single plain transfer, the commonest call: scalar statements only, no set work.
-CREATE FUNCTION ledger_create_one_transfer(t jsonb)
+-- The single plain transfer, the commonest call: typed arguments (callers may skip JSON
+-- entirely), scalar statements only, no set work.
+CREATE FUNCTION ledger_create_one_transfer(
+    p_id text, p_public_id text, p_kind text, debit_acc bigint, credit_acc bigint, xfer_asset text,
+    amt numeric, p_timeout_s bigint, p_code integer, p_metadata jsonb
+)
 RETURNS TABLE (ord bigint, transfer_id text, public_id text, seq bigint, created boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
-    debit_acc bigint := (t->>'debit_account')::bigint;
-    credit_acc bigint := (t->>'credit_account')::bigint;
-    xfer_asset text := t->>'asset';
-    amt numeric := (t->>'amount')::numeric;
-    is_pending boolean := t->>'kind' = 'pending';
+    is_pending boolean := p_kind = 'pending';
+    meta jsonb := coalesce(p_metadata, '{}'::jsonb);
     assets text[];
     new_seq bigint;
     existing record;
@@ -358,24 +359,22 @@ BEGIN
             USING ERRCODE = 'LG010';
     END IF;
     IF assets[1] <> xfer_asset OR assets[2] <> xfer_asset THEN
-        RAISE EXCEPTION 'transfer %: accounts do not hold its asset', t->>'id' USING ERRCODE = 'LG011';
+        RAISE EXCEPTION 'transfer %: accounts do not hold its asset', p_id USING ERRCODE = 'LG011';
     END IF;
 
     INSERT INTO ledger_transfers AS lt (id, public_id, debit_account, credit_account, asset, amount, kind,
                                         timeout_at, code, metadata)
-    VALUES (t->>'id', t->>'public_id', debit_acc, credit_acc, xfer_asset, amt, t->>'kind',
-            CASE WHEN t->>'timeout_s' IS NULL THEN NULL
-                 ELSE clock_timestamp() + make_interval(secs => (t->>'timeout_s')::bigint) END,
-            (t->>'code')::integer, coalesce(t->'metadata', '{}'::jsonb))
+    VALUES (p_id, p_public_id, debit_acc, credit_acc, xfer_asset, amt, p_kind,
+            CASE WHEN p_timeout_s IS NULL THEN NULL ELSE clock_timestamp() + make_interval(secs => p_timeout_s) END,
+            p_code, meta)
     ON CONFLICT (id) DO NOTHING
     RETURNING lt.seq INTO new_seq;
 
     IF new_seq IS NULL THEN
-        SELECT * INTO existing FROM ledger_transfers WHERE id = t->>'id';
+        SELECT * INTO existing FROM ledger_transfers lt WHERE lt.id = p_id;
         IF (existing.kind, existing.debit_account, existing.credit_account, existing.asset, existing.amount,
             existing.code, existing.metadata, existing.pending_id)
-           IS DISTINCT FROM (t->>'kind', debit_acc, credit_acc, xfer_asset, amt, (t->>'code')::integer,
-                             coalesce(t->'metadata', '{}'::jsonb), NULL::text) THEN
+           IS DISTINCT FROM (p_kind, debit_acc, credit_acc, xfer_asset, amt, p_code, meta, NULL::text) THEN
             RAISE EXCEPTION 'transfer % exists with different fields', existing.id USING ERRCODE = 'LG020';
         END IF;
         RETURN QUERY SELECT 1::bigint, existing.id, existing.public_id, existing.seq, false;
@@ -389,7 +388,7 @@ BEGIN
         UPDATE ledger_accounts SET debits_posted = debits_posted + amt WHERE id = debit_acc;
         UPDATE ledger_accounts SET credits_posted = credits_posted + amt WHERE id = credit_acc;
     END IF;
-    RETURN QUERY SELECT 1::bigint, t->>'id', t->>'public_id', new_seq, true;
+    RETURN QUERY SELECT 1::bigint, p_id, p_public_id, new_seq, true;
 END $$;
 
 -- Create a linked batch of transfers: all or nothing, one round trip.
@@ -403,7 +402,10 @@ BEGIN
     IF jsonb_path_exists(batch, '$[*] ? (@.pending_id != null)') THEN
         RETURN QUERY SELECT * FROM ledger_create_transfers_stepwise(batch);
     ELSIF jsonb_array_length(batch) = 1 THEN
-        RETURN QUERY SELECT * FROM ledger_create_one_transfer(batch->0);
+        RETURN QUERY SELECT * FROM ledger_create_one_transfer(
+            batch->0->>'id', batch->0->>'public_id', batch->0->>'kind', (batch->0->>'debit_account')::bigint,
+            (batch->0->>'credit_account')::bigint, batch->0->>'asset', (batch->0->>'amount')::numeric,
+            (batch->0->>'timeout_s')::bigint, (batch->0->>'code')::integer, batch->0->'metadata');
     ELSE
         RETURN QUERY SELECT * FROM ledger_create_plain_transfers(batch);
     END IF;
@@ -421,7 +423,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("DROP FUNCTION ledger_create_transfers(jsonb)")
     op.execute("DROP FUNCTION ledger_create_plain_transfers(jsonb)")
-    op.execute("DROP FUNCTION ledger_create_one_transfer(jsonb)")
+    op.execute("DROP FUNCTION ledger_create_one_transfer(text, text, text, bigint, bigint, text, numeric, bigint, integer, jsonb)")
     op.execute("DROP FUNCTION ledger_create_transfers_stepwise(jsonb)")
     op.execute("DROP TABLE ledger_transfers")
     op.execute("DROP TABLE ledger_accounts")

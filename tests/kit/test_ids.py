@@ -26,3 +26,8 @@ def test_ids_are_unique_and_shaped() -> None:
 def test_garbage_is_never_a_valid_id(value: str) -> None:
     if is_valid_id(value, "cus"):
         assert value.startswith("cus_") and len(value) == 30
+
+
+def test_ids_made_in_one_process_are_strictly_increasing() -> None:
+    ids = [new_id("txn") for _ in range(5000)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)

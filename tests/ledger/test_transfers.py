@@ -296,3 +296,16 @@ async def test_account_history_is_cursor_paginated(db: Database, book: Book) -> 
     seen = [t.public_id for t in first.data + rest.data]
     assert seen[:5] == list(reversed(made))
     assert first.has_more is True
+
+
+@pytest.mark.parametrize(("label", "make", "code"), BAD, ids=[b[0] for b in BAD])
+async def test_bad_transfers_through_standalone_post(
+    db: Database, book: Book, label: str, make: Callable[[Book], Transfer], code: str
+) -> None:
+    """The same refusals on `ledger.post`, whose single transfers take the typed path."""
+    await ledger.post(db, [pay(book, f"seed-{book.cash.id}", 500)])
+    before = await snapshot(db, book)
+    with pytest.raises(StablegateError) as err:
+        await ledger.post(db, [make(book)])
+    assert err.value.code == code
+    assert await snapshot(db, book) == before

@@ -23,11 +23,22 @@ def _encode(value: int) -> str:
     return "".join(reversed(chars))
 
 
+_RANDOM_BITS = 80
+_last_value = 0  # the last id body made in this process (for monotonic ids)
+
+
 def new_id(prefix: str, now_ms: int | None = None) -> str:
+    """A new id. Within one process ids also increase within the same millisecond (the
+    random part is incremented instead of redrawn), so creation order survives sorting."""
+    global _last_value
     assert prefix.isalpha() and prefix.islower(), prefix
     ms = int(time.time() * 1000) if now_ms is None else now_ms
     assert 0 <= ms < 1 << 48
-    value = (ms << 80) | secrets.randbits(80)
+    value = (ms << _RANDOM_BITS) | secrets.randbits(_RANDOM_BITS)
+    if now_ms is None and value <= _last_value and (_last_value >> _RANDOM_BITS) >= ms:
+        value = _last_value + 1
+    if now_ms is None:
+        _last_value = value
     return f"{prefix}_{_encode(value)}"
 
 

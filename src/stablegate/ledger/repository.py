@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -52,15 +53,40 @@ async def create_transfers(session: AsyncSession, batch: Sequence[dict[str, Any]
 _CREATE_SQL = "SELECT ord, transfer_id, public_id, seq, created FROM ledger_create_transfers($1::jsonb)"
 
 
+_CREATE_ONE_SQL = (
+    "SELECT ord, transfer_id, public_id, seq, created"
+    " FROM ledger_create_one_transfer($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)"
+)
+
+
 async def create_transfers_standalone(db: Database, batch: Sequence[dict[str, Any]]) -> list[asyncpg.Record]:
     """The batch as its own transaction: one statement on a pooled connection in
-    autocommit, so one round trip in all (a single statement is atomic by itself)."""
+    autocommit, so one round trip in all (a single statement is atomic by itself).
+    A single plain transfer goes with typed parameters: no JSON either way."""
     async with db.engine.connect() as conn:
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection
         assert isinstance(driver, asyncpg.Connection) and not driver.is_in_transaction()
+        if len(batch) == 1 and batch[0]["pending_id"] is None:
+            with tracing.sql_span(_CREATE_ONE_SQL):
+                return list(await driver.fetch(_CREATE_ONE_SQL, *_one_args(batch[0])))
         with tracing.sql_span(_CREATE_SQL):
             return list(await driver.fetch(_CREATE_SQL, json.dumps(batch, separators=(",", ":"))))
+
+
+def _one_args(t: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        t["id"],
+        t["public_id"],
+        t["kind"],
+        t["debit_account"],
+        t["credit_account"],
+        t["asset"],
+        Decimal(t["amount"]),  # exact: the amount is an integer string
+        t["timeout_s"],
+        t["code"],
+        json.dumps(t["metadata"], separators=(",", ":")),
+    )
 
 
 async def upsert_asset(session: AsyncSession, values: dict[str, Any]) -> LedgerAsset:
