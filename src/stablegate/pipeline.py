@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -108,7 +108,6 @@ class PipelineConfig:
     idempotency_ttl_s: int
     idempotency_lock_s: int
     api_prefix: str = "/v1/"
-    public_paths: frozenset[str] = field(default_factory=frozenset)
 
 
 class UnitOfWorkMiddleware:
@@ -122,9 +121,10 @@ class UnitOfWorkMiddleware:
             return
         request_id = scope["state"]["request_id"]
         try:
-            body = await read_body(scope, receive, self.config.max_body_bytes)
+            headers = _headers(scope)
+            body = await read_body(headers, receive, self.config.max_body_bytes)
             async with self.config.sessionmaker() as session:
-                response = await self._handle(scope, body, session)
+                response = await self._handle(scope, headers, body, session)
         except StablegateError as exc:
             response = error_response(exc, request_id)
         except Exception:
@@ -134,8 +134,9 @@ class UnitOfWorkMiddleware:
         extra = [(b"idempotent-replayed", b"true")] if scope["state"].get("replayed") else []
         await send_response(send, response, extra)
 
-    async def _handle(self, scope: Scope, body: bytes, session: AsyncSession) -> idempotency.StoredResponse:
-        headers = _headers(scope)
+    async def _handle(
+        self, scope: Scope, headers: dict[str, str], body: bytes, session: AsyncSession
+    ) -> idempotency.StoredResponse:
         principal = await merchants.authenticate(session, self.config.server_secret, headers.get("authorization"))
         structlog.contextvars.bind_contextvars(
             merchant_id=principal.merchant_id, mode=principal.mode, api_key_id=principal.key_id
@@ -233,9 +234,9 @@ def _idempotency_scope(
     return idempotency.Scope(principal.merchant_id, principal.mode, idempotency.validate_key(raw))
 
 
-async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
+async def read_body(headers: dict[str, str], receive: Receive, max_bytes: int) -> bytes:
     """Read the whole body, refusing more than `max_bytes` without buffering it all."""
-    declared = _headers(scope).get("content-length")
+    declared = headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise InvalidRequest("Content-Length must be a number.", param="Content-Length")

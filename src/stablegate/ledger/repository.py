@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -112,12 +112,6 @@ async def get_account(session: AsyncSession, account_id: int) -> LedgerAccount |
     return await session.get(LedgerAccount, account_id, populate_existing=True)
 
 
-async def get_account_by_code(session: AsyncSession, code: str) -> LedgerAccount | None:
-    return await session.scalar(
-        select(LedgerAccount).where(LedgerAccount.code == code).execution_options(populate_existing=True)
-    )
-
-
 async def close_account(session: AsyncSession, account_id: int) -> None:
     await session.execute(
         text("UPDATE ledger_accounts SET closed_at = now() WHERE id = :id AND closed_at IS NULL"), {"id": account_id}
@@ -172,11 +166,6 @@ async def history(session: AsyncSession, account_ids: Sequence[int], page: PageR
     return pagination.finish(rows, page)
 
 
-async def pending_amounts(session: AsyncSession, ids: Sequence[str]) -> dict[str, int]:
-    rows = await session.execute(select(LedgerTransfer.id, LedgerTransfer.amount).where(LedgerTransfer.id.in_(ids)))
-    return {row[0]: int(row[1]) for row in rows}
-
-
 async def timed_out_pending(session: AsyncSession, limit: int) -> list[str]:
     """Pending transfers past their timeout with no resolution yet."""
     rows = await session.scalars(
@@ -188,20 +177,6 @@ async def timed_out_pending(session: AsyncSession, limit: int) -> list[str]:
         {"limit": limit},
     )
     return list(rows)
-
-
-async def totals_by_asset(session: AsyncSession) -> dict[str, tuple[int, int, int, int]]:
-    """Σ of each balance column per asset, over all accounts (the zero-sum check)."""
-    rows = await session.execute(
-        select(
-            LedgerAccount.asset,
-            func.sum(LedgerAccount.debits_posted),
-            func.sum(LedgerAccount.credits_posted),
-            func.sum(LedgerAccount.debits_pending),
-            func.sum(LedgerAccount.credits_pending),
-        ).group_by(LedgerAccount.asset)
-    )
-    return {r[0]: (int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows}
 
 
 async def merchant_entries(

@@ -283,10 +283,6 @@ def _expire_spec(pending_id: str) -> dict[str, Any]:
     return {"id": f"expire:{pending_id}", "kind": "expire", "pending_id": pending_id, "code": 0, "metadata": {}}
 
 
-async def totals_by_asset(session: AsyncSession) -> dict[str, tuple[int, int, int, int]]:
-    return await repository.totals_by_asset(session)
-
-
 @dataclass(frozen=True)
 class MerchantBalance:
     asset: str
