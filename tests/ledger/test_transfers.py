@@ -250,6 +250,33 @@ async def test_journal_is_append_only_even_from_sql(db: Database, book: Book, st
     assert "append-only" in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("statement", "refusal"),
+    [
+        ("DELETE FROM ledger_accounts WHERE id = :id", "never deleted"),
+        ("UPDATE ledger_accounts SET asset = 'EUR' WHERE id = :id", "never change asset"),
+        ("TRUNCATE ledger_accounts CASCADE", "never deleted"),
+        (
+            # A journal row written around the posting functions still has its accounts
+            # checked: the merchant account holds USD, not USDC.
+            "INSERT INTO ledger_transfers (id, public_id, debit_account, credit_account, asset, amount, kind, code)"
+            " SELECT 'raw', 'raw', :id, id, 'USDC.base', 1, 'posted', 0 FROM ledger_accounts WHERE asset = 'USDC.base'"
+            " LIMIT 1",
+            "do not hold its asset",
+        ),
+    ],
+)
+async def test_accounts_are_permanent_even_from_sql(db: Database, book: Book, statement: str, refusal: str) -> None:
+    """Accounts cannot vanish or change asset, which is what lets the journal check its
+    accounts without locking them (migration 0004)."""
+    before = await snapshot(db, book)
+    with pytest.raises(DBAPIError) as err:
+        async with db.session() as session:
+            await session.execute(text(statement), {"id": book.merchant.id})
+    assert refusal in str(err.value)
+    assert await snapshot(db, book) == before
+
+
 async def test_flags_hold_even_from_sql(db: Database, book: Book) -> None:
     with pytest.raises(DBAPIError) as err:
         async with db.session() as session:

@@ -1,5 +1,5 @@
 """Ledger errors: every refusal has a stable code; SQLSTATEs of class LG come from the
-posting function in migration 0003."""
+posting functions and triggers of migrations 0003 and 0004."""
 
 from __future__ import annotations
 
@@ -63,12 +63,19 @@ class AppendOnly(StablegateError):
     code = "journal_append_only"
 
 
-# SQLSTATE raised by migration 0003 -> error class
+class AccountPermanent(StablegateError):
+    status_code = 500
+    type = "api_error"
+    code = "account_permanent"
+
+
+# SQLSTATE raised by migrations 0003 and 0004 -> error class
 BY_SQLSTATE: dict[str, type[StablegateError]] = {
     "LG001": AppendOnly,
     "LG010": AccountNotFound,
     "LG011": AssetMismatch,
     "LG012": AccountClosed,
+    "LG013": AccountPermanent,
     "LG020": TransferExists,
     "LG021": PendingNotFound,
     "LG022": PendingAlreadyResolved,
@@ -81,7 +88,5 @@ BY_CONSTRAINT: dict[str, type[StablegateError]] = {
     "debits_must_not_exceed_credits": ExceedsCredits,
     "credits_must_not_exceed_debits": ExceedsDebits,
     "ux_ledger_transfers_resolution": PendingAlreadyResolved,
-    "ledger_transfers_debit_account_asset_fkey": AssetMismatch,
-    "ledger_transfers_credit_account_asset_fkey": AssetMismatch,
     "distinct_accounts": LedgerError,
 }
