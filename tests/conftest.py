@@ -19,9 +19,10 @@ TEST_SECRET = "test-only-hmac-secret-0123456789abcdef"
 os.environ["STABLEGATE_SECRET_KEY"] = TEST_SECRET
 
 from stablegate import embedded_pg, migrations  # noqa: E402
+from stablegate.chains.anvil import Anvil  # noqa: E402
 from stablegate.config import Settings  # noqa: E402
 from stablegate.db import Database, with_database  # noqa: E402
-from stablegate.devserver import free_port  # noqa: E402
+from stablegate.kit.net import free_port  # noqa: E402
 from stablegate.merchants import service as merchants  # noqa: E402
 
 SERVER_START_TIMEOUT_S = 30.0
@@ -151,3 +152,11 @@ async def tenant(db: Database) -> Tenant:
 @pytest.fixture
 async def other_tenant(db: Database) -> Tenant:
     return await make_tenant(db, "Other Co")
+
+
+@pytest.fixture
+def anvil() -> Iterator[Anvil]:
+    """A fresh local chain per test (anvil starts in ~0.1 s): reorg and crash tests rewrite
+    history, so no test shares one."""
+    with Anvil() as chain:
+        yield chain

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,16 +13,11 @@ import uvicorn
 
 from stablegate.config import Settings
 from stablegate.db import Database
+from stablegate.kit.net import free_port
 from stablegate.main import create_app
 from stablegate.observability import tracing
 
 STARTUP_TIMEOUT_S = 20.0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class _EmbeddedServer(uvicorn.Server):

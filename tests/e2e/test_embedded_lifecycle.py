@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stablegate.devserver import free_port
+from stablegate.kit.net import free_port
 
 START_TIMEOUT_S = 60.0
 

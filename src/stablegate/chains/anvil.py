@@ -12,7 +12,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import httpx
 import structlog
+
+from stablegate.kit.net import free_port
 
 log = structlog.get_logger(__name__)
 
@@ -55,12 +56,6 @@ def binary() -> Path:
     if found is None:
         raise FileNotFoundError("anvil not found: run bin/setup (it installs @foundry-rs/anvil from npm)")
     return Path(found)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
