@@ -111,6 +111,34 @@ def worker(concurrency: Annotated[int, typer.Option(help="Jobs run at once.")] =
 
 
 @app.command()
+def watcher(
+    chain: Annotated[
+        list[str] | None, typer.Option(help="Follow only these chains (names); default: all configured.")
+    ] = None,
+    metrics_port: Annotated[int, typer.Option(help="Serve /metrics on 127.0.0.1:PORT (0: off).")] = 9102,
+) -> None:
+    """Follow each configured chain's blocks (STABLEGATE_CHAINS, STABLEGATE_RPC_<NAME>,
+    STABLEGATE_CHAINS_FILE); one leader per chain across processes."""
+    import stablegate.rails.service  # noqa: F401 (registers its chain-event subscriber)
+    from stablegate.chains import registry
+    from stablegate.chains.watcher import run
+
+    settings = get_settings()
+    obs_logging.configure(settings.log_level, settings.log_format)
+    try:
+        chains = [c for c in registry.configured() if not chain or c.name in chain]
+    except ValueError as exc:
+        console.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from None
+    if not chains:
+        console.print("[red]error[/red]: no chain configured (set STABLEGATE_CHAINS, see docs/design/0003)")
+        raise typer.Exit(2)
+    url = libpq_url(settings)
+    migrations.upgrade(url)
+    asyncio.run(run(url, settings, chains, metrics_port or None))
+
+
+@app.command()
 def dev(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,

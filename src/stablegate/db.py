@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import structlog
-from sqlalchemy import DateTime, MetaData
+from sqlalchemy import DateTime, MetaData, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
@@ -55,6 +55,16 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     raw = await conn.get_raw_connection()
     driver = raw.driver_connection
     assert isinstance(driver, asyncpg.Connection)
+    return driver
+
+
+async def driver_in_transaction(session: AsyncSession) -> asyncpg.Connection:
+    """The session's driver connection with the session's transaction begun on it, for
+    bulk statements that must commit or roll back with the session's other work."""
+    driver = await driver_connection(session)
+    if not driver.is_in_transaction():
+        await session.execute(text("SELECT 1"))  # SQLAlchemy sends BEGIN before its first statement
+    assert driver.is_in_transaction()
     return driver
 
 

@@ -3,7 +3,7 @@ paths, so cardinality stays bounded."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter(
     "stablegate_http_requests_total",
@@ -25,3 +25,30 @@ DB_RETRIES = Counter(
     "Transactions re-run after a deadlock or serialization failure.",
     ["sqlstate"],
 )
+
+# The block follower (chains/): one label set per configured chain, so cardinality is small.
+CHAIN_HEAD_LAG = Gauge("stablegate_chain_head_lag_blocks", "Chain head minus the follower's cursor.", ["chain"])
+CHAIN_OBSERVATIONS = Counter(
+    "stablegate_chain_observations_total", "Observations by what happened to them.", ["chain", "status"]
+)
+CHAIN_REORGS = Counter(
+    "stablegate_chain_reorgs_total", "Reorgs handled (deep: beyond confirmations).", ["chain", "deep"]
+)
+CHAIN_REORG_DEPTH = Histogram(
+    "stablegate_chain_reorg_depth_blocks", "Depth of handled reorgs.", ["chain"], buckets=(1, 2, 3, 5, 10, 20, 64, 128)
+)
+CHAIN_RPC_ERRORS = Counter(
+    "stablegate_chain_rpc_errors_total",
+    "JSON-RPC failures by method, provider and kind.",
+    ["chain", "method", "provider", "kind"],
+)
+CHAIN_RPC_LATENCY = Histogram(
+    "stablegate_chain_rpc_duration_seconds",
+    "JSON-RPC request latency (a batch counts once).",
+    ["chain", "method"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+CHAIN_LOOKALIKE_LOGS = Counter(
+    "stablegate_chain_lookalike_logs_total", "Transfers to our addresses from unconfigured token contracts.", ["chain"]
+)
+CHAIN_LEADER = Gauge("stablegate_chain_follower_leader", "1 while this process follows the chain.", ["chain"])

@@ -56,6 +56,13 @@ def sql_span(statement: str) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def span(name: str, **attributes: str | int | float | bool) -> Iterator[None]:
+    """An internal span for a unit of background work (a follower range, a job step)."""
+    with tracer.start_as_current_span(name, attributes=attributes):
+        yield
+
+
 def instrument_engine(engine: Engine) -> None:
     """A client span for each statement; the text is kept, parameters never are."""
 

@@ -1,0 +1,361 @@
+"""The block follower of one chain (design 0003, "Block follower").
+
+Each step reads one bounded range of blocks above the cursor: headers (parent-hash
+continuity), then the logs of the configured tokens and our router with the header of the
+range's last block in the same request to one provider, then commits blocks,
+observations, events and the cursor in one transaction. A crash anywhere loses at most
+the uncommitted step, which the next run reads again; the unique key per log makes a
+replay a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from stablegate.chains import logs as decode
+from stablegate.chains import repository, service
+from stablegate.chains.registry import ChainConfig
+from stablegate.chains.repository import Block, Cursor, Observation, Reorg
+from stablegate.chains.rpc import ProviderBehind, RangeTooLarge, RpcClient, RpcError
+from stablegate.db import Database
+from stablegate.observability import metrics, tracing
+
+log = structlog.get_logger(__name__)
+
+HEADERS_PER_REQUEST = 100
+LOOKALIKE_ADDRESSES = 500  # recent deposit addresses checked for look-alike tokens per range
+STANDBY_POLL_S = 2.0
+LOCK_NAMESPACE = 0x5347_4346 << 32  # "SGCF": the follower's advisory locks, one per chain id
+
+
+class _Reorged(Exception):
+    """The chain changed under this step (a reorg in progress): read again."""
+
+
+def lock_key(chain_id: int) -> int:
+    return LOCK_NAMESPACE | (chain_id & 0xFFFF_FFFF)
+
+
+class Follower:
+    def __init__(self, db: Database, chain: ChainConfig, rpc: RpcClient | None = None) -> None:
+        self.db, self.chain = db, chain
+        self.rpc = rpc or RpcClient(chain.name, chain.rpc_urls)
+        self.range_blocks = chain.max_range_blocks
+        self._conn: AsyncConnection | None = None
+        self._watch_topics = [decode.TRANSFER_TOPIC] + ([decode.INTENT_PAID_TOPIC] if chain.router else [])
+        self._sources = [t.address for t in chain.tokens] + ([chain.router] if chain.router else [])
+
+    # --- leadership -------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def leading(self, wait: bool = True) -> AsyncIterator[Follower]:
+        """Hold the chain's advisory lock on a dedicated connection and write through it:
+        losing the connection loses the lock and the ability to write together."""
+        async with self.db.engine.connect() as conn:
+            self._conn = conn
+            try:
+                while not await self._try_lead():
+                    if not wait:
+                        raise RuntimeError(f"chain {self.chain.name}: another follower leads")
+                    await asyncio.sleep(STANDBY_POLL_S)
+                metrics.CHAIN_LEADER.labels(self.chain.name).set(1)
+                log.info("chain.leader_acquired", chain=self.chain.name, chain_id=self.chain.chain_id)
+                yield self
+            finally:
+                metrics.CHAIN_LEADER.labels(self.chain.name).set(0)
+                self._conn = None
+
+    async def _try_lead(self) -> bool:
+        async with self._session() as session:
+            return await repository.try_lead(session, lock_key(self.chain.chain_id))
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncSession]:
+        assert self._conn is not None, "use `async with follower.leading()`"
+        async with AsyncSession(bind=self._conn, expire_on_commit=False) as session:
+            yield session
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+        async with self._session() as session, session.begin():
+            yield session
+
+    # --- the loop ---------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Follow until `stop` is set; a standby waits for the lock first."""
+        async with self.leading():
+            while not stop.is_set():
+                try:
+                    processed = await self.step()
+                except RpcError as exc:
+                    log.warning("chain.step_failed", chain=self.chain.name, error=str(exc))
+                    processed = 0
+                if processed == 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.chain.poll_interval_ms / 1000)
+
+    async def sync(self, max_steps: int = 10_000) -> int:
+        """Steps until the follower is at the head (tests, bench, demo); blocks processed."""
+        total = 0
+        for _ in range(max_steps):
+            processed = await self.step()
+            if processed == 0 and await self._at_head():
+                return total
+            total += processed
+        raise RuntimeError(f"chain {self.chain.name}: not at the head after {max_steps} steps")
+
+    async def _at_head(self) -> bool:
+        head = await self.rpc.head()
+        cursor = await self._cursor(head)
+        return cursor.block_number >= head
+
+    async def step(self) -> int:
+        """One range: the number of blocks committed (0: at the head, or read again)."""
+        head = await self.rpc.head()
+        cursor = await self._cursor(head)
+        metrics.CHAIN_HEAD_LAG.labels(self.chain.name).set(max(0, head - cursor.block_number))
+        if cursor.block_number >= head:
+            await self._check_tip(cursor, head)
+            return 0
+        first, last = cursor.block_number + 1, min(head, cursor.block_number + self.range_blocks)
+        with tracing.span("chain.range", chain=self.chain.name, first=first, last=last):
+            try:
+                return await self._ingest(cursor, first, last)
+            except _Reorged:
+                return 0
+            except RangeTooLarge as exc:
+                self.range_blocks = max(1, (last - first + 1) // 2)
+                log.info("chain.range_shrunk", chain=self.chain.name, blocks=self.range_blocks, error=exc.message)
+                return 0
+
+    async def _cursor(self, head: int) -> Cursor:
+        async with self._session() as session:
+            cursor = await repository.cursor(session, self.chain.chain_id)
+        if cursor is not None:
+            return cursor
+        start = self.chain.start_block if self.chain.start_block is not None else head
+        if start == 0:
+            return Cursor(-1, None)
+        parent = await self._headers(start - 1, start - 1)
+        return Cursor(start - 1, parent[0].hash)
+
+    async def _ingest(self, cursor: Cursor, first: int, last: int) -> int:
+        blocks = await self._headers(first, last)
+        if cursor.block_hash is not None and blocks[0].parent_hash != cursor.block_hash:
+            await self._handle_reorg(cursor)
+            return 0
+        for parent, child in itertools.pairwise(blocks):
+            if child.parent_hash != parent.hash:
+                raise _Reorged  # the provider's view changed while we read it
+        raw_logs = await self._logs(first, last, blocks[-1])
+        hashes = {b.number: b.hash for b in blocks}
+        if any(hashes.get(int(item["blockNumber"], 16)) != item["blockHash"].lower() for item in raw_logs):
+            raise _Reorged
+        await self._check_lookalikes(first, last)
+        confirmed_through = self._confirmed_through(last, await self._finalized())
+        await self._commit(blocks, raw_logs, confirmed_through)
+        self.range_blocks = min(self.chain.max_range_blocks, self.range_blocks * 2)
+        return len(blocks)
+
+    def _confirmed_through(self, last: int, finalized: int | None) -> int:
+        if self.chain.finality == "finalized":
+            return min(last, finalized if finalized is not None else -1)
+        assert self.chain.confirmations is not None
+        return last - self.chain.confirmations + 1
+
+    async def _finalized(self) -> int | None:
+        if self.chain.finality != "finalized":
+            return None
+        header = await self.rpc.call("eth_getBlockByNumber", "finalized", False)
+        return None if header is None else int(header["number"], 16)
+
+    # --- reads ------------------------------------------------------------------------
+
+    async def _headers(self, first: int, last: int) -> list[Block]:
+        blocks: list[Block] = []
+        for low in range(first, last + 1, HEADERS_PER_REQUEST):
+            high = min(last, low + HEADERS_PER_REQUEST - 1)
+            calls = [("eth_getBlockByNumber", [hex(n), False]) for n in range(low, high + 1)]
+            headers = await self.rpc.batch(calls, check=_all_known)
+            blocks += [decode.block(h) for h in headers]
+        return blocks
+
+    async def _logs(self, first: int, last: int, tip: Block) -> list[dict[str, Any]]:
+        """The range's logs, with the tip's header from the same provider in the same
+        request: a provider that does not know the tip (lagging) would answer `[]`."""
+        query: dict[str, Any] = {"fromBlock": hex(first), "toBlock": hex(last), "address": self._sources}
+        query["topics"] = [self._watch_topics]
+        calls: list[tuple[str, list[Any]]] = [
+            ("eth_getBlockByNumber", [hex(tip.number), False]),
+            ("eth_getLogs", [query]),
+        ]
+
+        def same_tip(results: list[Any]) -> None:
+            if results[0] is None:
+                raise ProviderBehind(f"block {tip.number} unknown")
+            if results[0]["hash"].lower() != tip.hash:
+                raise _Reorged
+
+        results = await self.rpc.batch(calls, check=same_tip)
+        return [item for item in results[1] if not item.get("removed")]
+
+    async def _check_lookalikes(self, first: int, last: int) -> None:
+        """Transfers to our recent deposit addresses from contracts we do not count: logged
+        and counted for review, never observed. Best effort: it moves no money."""
+        async with self._session() as session:
+            recent = await repository.recent_watched(session, self.chain.chain_id, LOOKALIKE_ADDRESSES)
+        if not recent:
+            return
+        topics = [decode.TRANSFER_TOPIC, None, [decode.address_topic(a) for a in recent]]
+        query = {"fromBlock": hex(first), "toBlock": hex(last), "topics": topics}
+        try:
+            found = await self.rpc.call("eth_getLogs", query)
+        except RpcError as exc:
+            log.info("chain.lookalike_check_skipped", chain=self.chain.name, error=str(exc))
+            return
+        counted = {t.address for t in self.chain.tokens}
+        for item in found:
+            if item["address"].lower() not in counted:
+                metrics.CHAIN_LOOKALIKE_LOGS.labels(self.chain.name).inc()
+                log.warning(
+                    "chain.lookalike_ignored",
+                    chain=self.chain.name,
+                    token=item["address"].lower(),
+                    tx_hash=item["transactionHash"],
+                    to=decode.topic_address(item["topics"][2]),
+                )
+
+    # --- writes -----------------------------------------------------------------------
+
+    async def _commit(self, blocks: Sequence[Block], raw_logs: list[dict[str, Any]], confirmed_through: int) -> None:
+        chain_id = self.chain.chain_id
+        async with self._transaction() as session:
+            stored = await repository.cursor(session, chain_id)
+            if stored is not None and stored.block_number != blocks[0].number - 1:
+                raise AssertionError(f"cursor moved under the leader: {stored} vs {blocks[0].number - 1}")
+            found = await self._observations(session, raw_logs)
+            await repository.insert_blocks(session, chain_id, blocks)
+            fresh = await repository.upsert_observations(session, chain_id, found)
+            await self._emit(session, "seen", fresh)
+            await self._emit(session, "confirmed", await repository.confirm_up_to(session, chain_id, confirmed_through))
+            await repository.move_cursor(session, chain_id, blocks[-1].number, blocks[-1].hash)
+            await repository.prune_blocks(session, chain_id, blocks[-1].number - self.chain.depth)
+        log.info(
+            "chain.range_ingested",
+            chain=self.chain.name,
+            first=blocks[0].number,
+            last=blocks[-1].number,
+            logs=len(raw_logs),
+            observations=len(fresh),
+        )
+
+    async def _observations(self, session: AsyncSession, raw_logs: list[dict[str, Any]]) -> list[Observation]:
+        transfers = [item for item in raw_logs if item["topics"][0] == decode.TRANSFER_TOPIC]
+        recipients = [decode.topic_address(item["topics"][2]) for item in transfers if len(item["topics"]) == 3]
+        owners = await repository.watched(session, self.chain.chain_id, recipients) if recipients else {}
+        found: list[Observation] = []
+        for item in raw_logs:
+            if item["topics"][0] == decode.TRANSFER_TOPIC:
+                to = decode.topic_address(item["topics"][2]) if len(item["topics"]) == 3 else None
+                observation = decode.transfer(item, owners[to]) if to in owners else None
+            elif item["address"].lower() == self.chain.router:
+                observation = decode.intent_paid(item)
+                if observation is not None and self.chain.token(observation.token) is None:
+                    observation = None  # our router, someone else's token: not a payment we count
+            else:
+                observation = None
+            if observation is not None:
+                found.append(observation)
+        return found
+
+    async def _emit(self, session: AsyncSession, kind: str, rows: Sequence[Any]) -> None:
+        """Event rows plus the subscribers, inside the cursor's transaction."""
+        ids = await repository.insert_events(
+            session, self.chain.chain_id, kind, [r["id"] for r in rows], [r["generation"] for r in rows]
+        )
+        if not ids:
+            return
+        metrics.CHAIN_OBSERVATIONS.labels(self.chain.name, kind).inc(len(ids))
+        await service.publish(session, kind, self.chain.chain_id, await repository.observations(session, ids))
+
+    # --- reorgs -----------------------------------------------------------------------
+
+    async def _check_tip(self, cursor: Cursor, head: int) -> None:
+        """At the head, a reorg replaces blocks without adding any: compare the block at
+        min(head, cursor) with ours."""
+        if cursor.block_number < 0:
+            return
+        height = min(head, cursor.block_number)
+        async with self._session() as session:
+            ours = await repository.stored_blocks(session, self.chain.chain_id, height, height)
+        if height not in ours:
+            return
+        theirs = await self.rpc.call("eth_getBlockByNumber", hex(height), False)
+        if theirs is not None and theirs["hash"].lower() != ours[height]:
+            await self._handle_reorg(cursor)
+
+    async def _handle_reorg(self, cursor: Cursor) -> None:
+        low = max(0, cursor.block_number - self.chain.depth + 1)
+        async with self._session() as session:
+            ours = await repository.stored_blocks(session, self.chain.chain_id, low, cursor.block_number)
+        fork = await self._fork_point(ours, low, cursor.block_number)
+        if fork is None:
+            return  # nothing differs: the provider only lacked blocks
+        started = time.perf_counter()
+        reorg = await self._rewind(fork, cursor.block_number - fork, ours.get(fork))
+        metrics.CHAIN_REORGS.labels(self.chain.name, str(reorg.deep).lower()).inc()
+        metrics.CHAIN_REORG_DEPTH.labels(self.chain.name).observe(reorg.depth)
+        event = "chain.deep_reorg" if reorg.deep else "chain.reorg"
+        (log.error if reorg.deep else log.warning)(
+            event,
+            chain=self.chain.name,
+            fork_block=fork,
+            depth=reorg.depth,
+            orphaned=reorg.orphaned,
+            orphaned_confirmed=reorg.orphaned_confirmed,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+
+    async def _fork_point(self, ours: dict[int, str], low: int, high: int) -> int | None:
+        """The highest block below the lowest height where the provider shows another hash
+        than ours; None if no height differs. Absence proves nothing (a lagging provider),
+        a different hash does: every descendant of a replaced block is replaced too."""
+        theirs: dict[int, str] = {}
+        for start in range(low, high + 1, HEADERS_PER_REQUEST):
+            stop = min(high, start + HEADERS_PER_REQUEST - 1)
+            calls = [("eth_getBlockByNumber", [hex(n), False]) for n in range(start, stop + 1)]
+            for header in await self.rpc.batch(calls):
+                if header is not None:
+                    theirs[int(header["number"], 16)] = header["hash"].lower()
+        differing = [n for n in range(low, high + 1) if n in ours and n in theirs and ours[n] != theirs[n]]
+        return min(differing) - 1 if differing else None
+
+    async def _rewind(self, fork: int, depth: int, fork_hash: str | None) -> Reorg:
+        chain_id = self.chain.chain_id
+        async with self._transaction() as session:
+            orphaned = await repository.orphan_above(session, chain_id, fork)
+            was_seen = [r for r in orphaned if r["was"] == "seen"]
+            was_confirmed = [r for r in orphaned if r["was"] == "confirmed"]
+            await self._emit(session, "orphaned", was_seen)
+            await self._emit(session, "deep_reorg", was_confirmed)
+            await repository.delete_blocks_above(session, chain_id, fork)
+            await repository.move_cursor(session, chain_id, fork, fork_hash if fork >= 0 else None)
+            assert self.chain.confirmations is not None or self.chain.finality == "finalized"
+            deep = bool(was_confirmed) or depth >= (self.chain.confirmations or self.chain.depth)
+            reorg = Reorg(fork, depth, deep, len(orphaned), len(was_confirmed))
+            await repository.record_reorg(session, chain_id, reorg)
+        return reorg
+
+
+def _all_known(headers: list[Any]) -> None:
+    if any(h is None for h in headers):
+        raise ProviderBehind("block unknown to this provider")

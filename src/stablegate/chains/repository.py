@@ -1,0 +1,248 @@
+"""SQL for the block follower (tables of migration 0005). Bulk statements go through the
+driver with typed arrays (`unnest`): one statement per range, whatever its size."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from stablegate.db import driver_in_transaction
+from stablegate.observability import tracing
+
+
+@dataclass(frozen=True)
+class Block:
+    number: int
+    hash: str
+    parent_hash: str
+    timestamp_s: int
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One log we count: a token transfer to a watched address, or a router payment."""
+
+    tx_hash: str
+    log_index: int
+    block_number: int
+    block_hash: str
+    kind: str  # transfer | intent_paid
+    token: str
+    from_address: str
+    to_address: str
+    amount: int
+    fee: int = 0
+    intent_id: str | None = None
+    owner_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class Cursor:
+    block_number: int
+    block_hash: str | None
+
+
+# Every statement runs inside the session's transaction: the follower's range (blocks,
+# observations, events, cursor) commits as one or not at all.
+async def _fetch(session: AsyncSession, sql: str, *args: Any) -> list[Any]:
+    driver = await driver_in_transaction(session)
+    with tracing.sql_span(sql):
+        return list(await driver.fetch(sql, *args))
+
+
+async def _execute(session: AsyncSession, sql: str, *args: Any) -> str:
+    driver = await driver_in_transaction(session)
+    with tracing.sql_span(sql):
+        return str(await driver.execute(sql, *args))
+
+
+async def cursor(session: AsyncSession, chain_id: int) -> Cursor | None:
+    rows = await _fetch(session, "SELECT block_number, block_hash FROM chain_cursors WHERE chain_id = $1", chain_id)
+    return Cursor(rows[0]["block_number"], rows[0]["block_hash"]) if rows else None
+
+
+async def move_cursor(session: AsyncSession, chain_id: int, block_number: int, block_hash: str | None) -> None:
+    await _execute(
+        session,
+        "INSERT INTO chain_cursors (chain_id, block_number, block_hash) VALUES ($1, $2, $3)"
+        " ON CONFLICT (chain_id) DO UPDATE SET block_number = EXCLUDED.block_number,"
+        " block_hash = EXCLUDED.block_hash, updated_at = now()",
+        chain_id,
+        block_number,
+        block_hash,
+    )
+
+
+async def insert_blocks(session: AsyncSession, chain_id: int, blocks: Sequence[Block]) -> None:
+    await _execute(
+        session,
+        "INSERT INTO chain_blocks (chain_id, number, hash, parent_hash, timestamp_s)"
+        " SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[])",
+        chain_id,
+        [b.number for b in blocks],
+        [b.hash for b in blocks],
+        [b.parent_hash for b in blocks],
+        [b.timestamp_s for b in blocks],
+    )
+
+
+async def stored_blocks(session: AsyncSession, chain_id: int, lowest: int, highest: int) -> dict[int, str]:
+    rows = await _fetch(
+        session,
+        "SELECT number, hash FROM chain_blocks WHERE chain_id = $1 AND number BETWEEN $2 AND $3",
+        chain_id,
+        lowest,
+        highest,
+    )
+    return {r["number"]: r["hash"] for r in rows}
+
+
+async def prune_blocks(session: AsyncSession, chain_id: int, below: int) -> None:
+    await _execute(session, "DELETE FROM chain_blocks WHERE chain_id = $1 AND number < $2", chain_id, below)
+
+
+async def watched(session: AsyncSession, chain_id: int, addresses: Sequence[str]) -> dict[str, str]:
+    """Which of `addresses` we watch, with their owners: one index lookup for the range."""
+    rows = await _fetch(
+        session,
+        "SELECT address, owner_ref FROM chain_watched_addresses WHERE chain_id = $1 AND address = ANY ($2::text[])",
+        chain_id,
+        list(set(addresses)),
+    )
+    return {r["address"]: r["owner_ref"] for r in rows}
+
+
+async def recent_watched(session: AsyncSession, chain_id: int, limit: int) -> list[str]:
+    rows = await _fetch(
+        session,
+        "SELECT address FROM chain_watched_addresses WHERE chain_id = $1 ORDER BY created_at DESC LIMIT $2",
+        chain_id,
+        limit,
+    )
+    return [r["address"] for r in rows]
+
+
+async def watch(session: AsyncSession, chain_id: int, address: str, owner_ref: str) -> None:
+    await _execute(
+        session,
+        "INSERT INTO chain_watched_addresses (chain_id, address, owner_ref) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        chain_id,
+        address.lower(),
+        owner_ref,
+    )
+
+
+_UPSERT_OBSERVATIONS = """
+INSERT INTO chain_observations AS o (chain_id, tx_hash, log_index, block_number, block_hash, kind, token,
+    from_address, to_address, amount, fee, intent_id, owner_ref, status)
+SELECT $1, * , 'seen' FROM unnest($2::text[], $3::int[], $4::bigint[], $5::text[], $6::text[], $7::text[],
+    $8::text[], $9::text[], $10::numeric[], $11::numeric[], $12::text[], $13::text[])
+ON CONFLICT (chain_id, tx_hash, log_index) DO UPDATE
+    SET status = 'seen', block_number = EXCLUDED.block_number, block_hash = EXCLUDED.block_hash,
+        generation = o.generation + 1, seen_at = now()
+    WHERE o.status = 'orphaned'
+RETURNING o.id, o.generation
+"""
+
+
+async def upsert_observations(session: AsyncSession, chain_id: int, items: Sequence[Observation]) -> list[Any]:
+    """New observations, and orphaned ones whose log came back in another block (revived,
+    generation + 1). Logs already seen or confirmed return nothing: a replay is a no-op."""
+    if not items:
+        return []
+    columns: list[list[Any]] = [[] for _ in range(12)]
+    for o in items:
+        values = (o.tx_hash, o.log_index, o.block_number, o.block_hash, o.kind, o.token, o.from_address)
+        values += (o.to_address, o.amount, o.fee, o.intent_id, o.owner_ref)  # type: ignore[assignment]
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    return await _fetch(session, _UPSERT_OBSERVATIONS, chain_id, *columns)
+
+
+async def confirm_up_to(session: AsyncSession, chain_id: int, block_number: int) -> list[Any]:
+    return await _fetch(
+        session,
+        "UPDATE chain_observations SET status = 'confirmed', confirmed_at = now()"
+        " WHERE chain_id = $1 AND status = 'seen' AND block_number <= $2 RETURNING id, generation",
+        chain_id,
+        block_number,
+    )
+
+
+async def orphan_above(session: AsyncSession, chain_id: int, fork_block: int) -> list[Any]:
+    """Observations in blocks above the fork point become orphaned; the ones that had been
+    confirmed are marked for review (a reorg deeper than the confirmation depth)."""
+    return await _fetch(
+        session,
+        "UPDATE chain_observations o SET status = 'orphaned',"
+        " needs_review = o.needs_review OR o.status = 'confirmed'"
+        " FROM (SELECT id, status AS was FROM chain_observations WHERE chain_id = $1 AND block_number > $2"
+        "       AND status <> 'orphaned' FOR UPDATE) old"
+        " WHERE o.id = old.id RETURNING o.id, o.generation, old.was",
+        chain_id,
+        fork_block,
+    )
+
+
+async def delete_blocks_above(session: AsyncSession, chain_id: int, fork_block: int) -> None:
+    await _execute(session, "DELETE FROM chain_blocks WHERE chain_id = $1 AND number > $2", chain_id, fork_block)
+
+
+async def insert_events(
+    session: AsyncSession, chain_id: int, kind: str, ids: Sequence[int], generations: Sequence[int]
+) -> list[int]:
+    """Event rows; an event that exists already (a confirmation after a revival) is skipped
+    and its observation id left out of the answer, so nobody hears it twice."""
+    if not ids:
+        return []
+    rows = await _fetch(
+        session,
+        "INSERT INTO chain_events (chain_id, observation_id, kind, generation)"
+        " SELECT $1, i, $2, g FROM unnest($3::bigint[], $4::int[]) AS u(i, g)"
+        " ON CONFLICT DO NOTHING RETURNING observation_id",
+        chain_id,
+        kind,
+        list(ids),
+        list(generations),
+    )
+    return [r["observation_id"] for r in rows]
+
+
+async def observations(session: AsyncSession, ids: Sequence[int]) -> list[Any]:
+    sql = "SELECT * FROM chain_observations WHERE id = ANY ($1::bigint[]) ORDER BY id"
+    return await _fetch(session, sql, list(ids))
+
+
+@dataclass(frozen=True)
+class Reorg:
+    fork_block: int
+    depth: int
+    deep: bool
+    orphaned: int
+    orphaned_confirmed: int
+
+
+async def record_reorg(session: AsyncSession, chain_id: int, reorg: Reorg) -> None:
+    await _execute(
+        session,
+        "INSERT INTO chain_reorgs (chain_id, fork_block, depth, deep, orphaned_observations, orphaned_confirmed)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        chain_id,
+        reorg.fork_block,
+        reorg.depth,
+        reorg.deep,
+        reorg.orphaned,
+        reorg.orphaned_confirmed,
+    )
+
+
+async def try_lead(session: AsyncSession, lock_key: int) -> bool:
+    rows = await _fetch(session, "SELECT pg_try_advisory_lock($1) AS ok", lock_key)
+    return bool(rows[0]["ok"])
+
+
+async def unlock(session: AsyncSession, lock_key: int) -> None:
+    await _fetch(session, "SELECT pg_advisory_unlock($1)", lock_key)

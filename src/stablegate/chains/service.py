@@ -1,0 +1,84 @@
+"""What other domains use of `chains`: register the addresses to watch, and hear about
+observations (seen, confirmed, orphaned, deep_reorg) inside the follower's transaction.
+
+Subscribers run in the transaction that records the event and advances the cursor, so an
+event is handled exactly once: if the handler fails, the range is read again later; if it
+succeeds, the event and its effects commit together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from stablegate.chains import repository
+
+EVENT_KINDS = ("seen", "confirmed", "orphaned", "deep_reorg")
+
+
+@dataclass(frozen=True)
+class ChainEvent:
+    kind: str
+    chain_id: int
+    observation_id: int
+    tx_hash: str
+    log_index: int
+    block_number: int
+    observation_kind: str  # transfer | intent_paid
+    token: str
+    from_address: str
+    to_address: str
+    amount: int
+    fee: int
+    intent_id: str | None
+    owner_ref: str | None
+    generation: int
+
+
+Handler = Callable[[AsyncSession, ChainEvent], Awaitable[None]]
+_handlers: list[Handler] = []
+
+
+def subscribe(handler: Handler) -> Handler:
+    """Register a handler for every chain event (usable as a decorator); idempotent."""
+    if handler not in _handlers:
+        _handlers.append(handler)
+    return handler
+
+
+def unsubscribe(handler: Handler) -> None:
+    if handler in _handlers:
+        _handlers.remove(handler)
+
+
+async def publish(session: AsyncSession, kind: str, chain_id: int, rows: Sequence[Any]) -> None:
+    assert kind in EVENT_KINDS, kind
+    for row in rows:
+        event = ChainEvent(
+            kind=kind,
+            chain_id=chain_id,
+            observation_id=row["id"],
+            tx_hash=row["tx_hash"],
+            log_index=row["log_index"],
+            block_number=row["block_number"],
+            observation_kind=row["kind"],
+            token=row["token"],
+            from_address=row["from_address"],
+            to_address=row["to_address"],
+            amount=int(row["amount"]),
+            fee=int(row["fee"]),
+            intent_id=row["intent_id"],
+            owner_ref=row["owner_ref"],
+            generation=row["generation"],
+        )
+        for handler in list(_handlers):
+            await handler(session, event)
+
+
+async def watch_address(session: AsyncSession, chain_id: int, address: str, owner_ref: str) -> None:
+    """Count token transfers to `address` from now on (in the caller's transaction: the
+    address must be committed before anyone is shown it, see design 0003)."""
+    await repository.watch(session, chain_id, address, owner_ref)

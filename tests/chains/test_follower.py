@@ -1,0 +1,152 @@
+"""The block follower on a real anvil and the real database: detection, confirmation depth,
+exactly-once events, look-alike tokens, reorgs, leadership."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import structlog
+from sqlalchemy import text
+
+from stablegate.chains.follower import Follower
+from stablegate.db import Database
+from tests.chains.conftest import CONFIRMATIONS, Chain, Heard, observations
+
+USDC = 10**6
+
+
+async def test_deposit_is_seen_then_confirmed_at_depth_exactly_once(
+    db: Database, chain: Chain, follower: Follower, heard: Heard, new_deposit: Callable[[], Any]
+) -> None:
+    address, ref = await new_deposit()
+    tx_hash = chain.transfer(chain.stack.usdc, address, 125 * USDC)
+    await follower.sync()
+    [seen] = await observations(db)
+    assert (seen["tx_hash"], seen["to_address"], int(seen["amount"]), seen["owner_ref"]) == (
+        tx_hash,
+        address,
+        125 * USDC,
+        ref,
+    )
+    assert seen["status"] == "seen" and heard.kinds() == ["seen"]
+
+    chain.mine(CONFIRMATIONS - 2)  # the inclusion block counts: one short of the depth
+    await follower.sync()
+    assert (await observations(db))[0]["status"] == "seen"
+    chain.mine(1)
+    await follower.sync()
+    [confirmed] = await observations(db)
+    assert confirmed["status"] == "confirmed" and heard.kinds() == ["seen", "confirmed"]
+
+    chain.mine(5)
+    await follower.sync()  # later ranges never re-report the log
+    assert heard.kinds() == ["seen", "confirmed"]
+    assert heard.events[1].owner_ref == ref and heard.events[1].amount == 125 * USDC
+
+
+async def test_only_watched_addresses_and_configured_tokens_count(
+    db: Database, chain: Chain, follower: Follower, new_deposit: Callable[[], Any]
+) -> None:
+    first, _ = await new_deposit()
+    second, _ = await new_deposit()
+    chain.transfer(chain.stack.usdc, first, 10 * USDC)
+    chain.transfer(chain.stack.usdc, second, 10 * USDC)  # the same amount to another address
+    chain.transfer(chain.stack.usdc, chain.stack.payers[1], 10 * USDC)  # not ours
+    with structlog.testing.capture_logs() as logs:
+        chain.transfer(chain.stack.fake_usdc, first, 10 * USDC)  # the look-alike "USDC"
+        await follower.sync()
+    found = await observations(db)
+    assert sorted(o["to_address"] for o in found) == sorted([first, second])
+    assert {o["token"] for o in found} == {chain.stack.usdc.lower()}
+    ignored = [e for e in logs if e["event"] == "chain.lookalike_ignored"]
+    assert [e["token"] for e in ignored] == [chain.stack.fake_usdc.lower()]
+
+
+async def test_a_payment_in_the_block_that_creates_it(
+    db: Database, chain: Chain, follower: Follower, new_deposit: Callable[[], Any]
+) -> None:
+    await follower.sync()
+    chain.rpc("evm_setAutomine", False)
+    address, _ = await new_deposit()
+    raw = chain.signed_transfer(chain.stack.dai, address, 7 * 10**18)
+    chain.send_raw(raw)
+    chain.mine(1)  # the address's registration and the payment share a block
+    chain.rpc("evm_setAutomine", True)
+    await follower.sync()
+    [found] = await observations(db)
+    assert found["to_address"] == address and int(found["amount"]) == 7 * 10**18
+
+
+async def test_a_deposit_orphaned_before_confirmation_is_never_confirmed(
+    db: Database, chain: Chain, follower: Follower, heard: Heard, new_deposit: Callable[[], Any]
+) -> None:
+    address, _ = await new_deposit()
+    await follower.sync()
+    snapshot = chain.rpc("evm_snapshot")
+    chain.transfer(chain.stack.usdc, address, 5 * USDC)
+    await follower.sync()
+    assert heard.kinds() == ["seen"]
+
+    chain.rpc("evm_revert", snapshot)
+    chain.mine(CONFIRMATIONS + 2)  # the canonical chain goes on without the transfer
+    await follower.sync()
+    [orphaned] = await observations(db)
+    assert orphaned["status"] == "orphaned" and not orphaned["needs_review"]
+    assert heard.kinds() == ["seen", "orphaned"]
+    async with db.session() as session:
+        reorg = (await session.execute(text("SELECT depth, deep FROM chain_reorgs"))).one()
+    assert reorg.depth == 1 and reorg.deep is False
+
+
+async def test_a_deposit_reincluded_in_another_block_is_confirmed_once(
+    db: Database, chain: Chain, follower: Follower, heard: Heard, new_deposit: Callable[[], Any]
+) -> None:
+    address, _ = await new_deposit()
+    await follower.sync()
+    snapshot = chain.rpc("evm_snapshot")
+    raw = chain.signed_transfer(chain.stack.usdc, address, 9 * USDC)
+    tx_hash = chain.send_raw(raw)
+    await follower.sync()
+
+    chain.rpc("evm_revert", snapshot)
+    chain.mine(2)  # a longer branch in which the transaction comes later
+    assert chain.send_raw(raw) == tx_hash
+    chain.mine(CONFIRMATIONS + 1)
+    await follower.sync()
+    [again] = await observations(db)
+    assert again["status"] == "confirmed" and again["generation"] == 2 and again["tx_hash"] == tx_hash
+    assert heard.kinds() == ["seen", "orphaned", "seen", "confirmed"]
+
+
+async def test_a_reorg_deeper_than_the_confirmations_is_flagged_for_review(
+    db: Database, chain: Chain, follower: Follower, heard: Heard, new_deposit: Callable[[], Any]
+) -> None:
+    address, _ = await new_deposit()
+    await follower.sync()
+    snapshot = chain.rpc("evm_snapshot")
+    chain.transfer(chain.stack.usdc, address, 3 * USDC)
+    chain.mine(CONFIRMATIONS + 1)
+    await follower.sync()
+    assert heard.kinds() == ["seen", "confirmed"]
+
+    chain.rpc("evm_revert", snapshot)
+    chain.mine(CONFIRMATIONS + 4)
+    with structlog.testing.capture_logs() as logs:
+        await follower.sync()
+    [flagged] = await observations(db)
+    assert flagged["status"] == "orphaned" and flagged["needs_review"]
+    assert heard.kinds() == ["seen", "confirmed", "deep_reorg"]
+    assert any(e["event"] == "chain.deep_reorg" and e["log_level"] == "error" for e in logs)
+    async with db.session() as session:
+        reorg = (await session.execute(text("SELECT deep, orphaned_confirmed FROM chain_reorgs"))).one()
+    assert reorg.deep is True and reorg.orphaned_confirmed == 1
+
+
+async def test_one_leader_per_chain(db: Database, chain: Chain, follower: Follower) -> None:
+    standby = Follower(db, chain.config)
+    with pytest.raises(RuntimeError, match="another follower leads"):
+        async with standby.leading(wait=False):
+            pass
+    await standby.rpc.aclose()
