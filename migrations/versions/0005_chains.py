@@ -20,8 +20,11 @@ branch_labels = None
 depends_on = None
 
 SCHEMA = r"""
-CREATE DOMAIN evm_hash AS text CHECK (VALUE ~ '^0x[0-9a-f]{64}$');
-CREATE DOMAIN evm_address AS text CHECK (VALUE ~ '^0x[0-9a-f]{40}$');
+-- length + an unbounded class, not `{64}`: PostgreSQL's regex engine expands a counted
+-- repetition into that many states, which made these checks 11x slower (0.8 vs 9 us) and
+-- the largest single cost of ingesting a range.
+CREATE DOMAIN evm_hash AS text CHECK (length(VALUE) = 66 AND VALUE ~ '^0x[0-9a-f]+$');
+CREATE DOMAIN evm_address AS text CHECK (length(VALUE) = 42 AND VALUE ~ '^0x[0-9a-f]+$');
 
 CREATE TABLE chain_cursors (
     chain_id bigint PRIMARY KEY,
@@ -76,17 +79,27 @@ CREATE TABLE chain_observations (
     CONSTRAINT intent_has_id CHECK ((kind = 'intent_paid') = (intent_id IS NOT NULL)),
     CONSTRAINT confirmed_has_time CHECK ((status = 'confirmed') <= (confirmed_at IS NOT NULL))
 );
+-- Observations are history: corrected by status (orphaned, needs_review), never deleted,
+-- which is what lets chain_events reference them without a per-row foreign-key check.
+CREATE FUNCTION chain_refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'chain observations are never deleted: they change status instead' USING ERRCODE = 'CH001';
+END $$;
+CREATE TRIGGER chain_observations_no_delete BEFORE DELETE ON chain_observations
+    FOR EACH ROW EXECUTE FUNCTION chain_refuse_delete();
+
 CREATE INDEX ix_chain_observations_block ON chain_observations (chain_id, block_number);
 CREATE INDEX ix_chain_observations_unconfirmed ON chain_observations (chain_id, block_number) WHERE status = 'seen';
 CREATE INDEX ix_chain_observations_owner ON chain_observations (owner_ref) WHERE owner_ref IS NOT NULL;
 CREATE INDEX ix_chain_observations_intent ON chain_observations (intent_id) WHERE intent_id IS NOT NULL;
 
--- What the follower reported, in the transaction that moved its cursor.
+-- What the follower reported, in the transaction that moved its cursor. ("seen" needs no
+-- row: the observation row, with its generation, is that record.)
 CREATE TABLE chain_events (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     chain_id bigint NOT NULL,
-    observation_id bigint NOT NULL REFERENCES chain_observations (id),
-    kind text NOT NULL CHECK (kind IN ('seen', 'confirmed', 'orphaned', 'deep_reorg')),
+    observation_id bigint NOT NULL,
+    kind text NOT NULL CHECK (kind IN ('confirmed', 'orphaned', 'deep_reorg')),
     generation integer NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT one_event_per_generation UNIQUE (observation_id, kind, generation)
@@ -153,5 +166,6 @@ def downgrade() -> None:
         "chain_cursors",
     ):
         op.execute(f"DROP TABLE {table}")
+    op.execute("DROP FUNCTION chain_refuse_delete()")
     op.execute("DROP DOMAIN evm_address")
     op.execute("DROP DOMAIN evm_hash")

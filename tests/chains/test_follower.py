@@ -150,3 +150,23 @@ async def test_one_leader_per_chain(db: Database, chain: Chain, follower: Follow
         async with standby.leading(wait=False):
             pass
     await standby.rpc.aclose()
+
+
+async def test_leadership_passes_on_when_the_leader_stops(db: Database, chain: Chain, clean_chain_tables: None) -> None:
+    first, second = Follower(db, chain.config), Follower(db, chain.config)
+    async with first.leading(wait=False):
+        with pytest.raises(RuntimeError, match="another follower leads"):
+            async with second.leading(wait=False):
+                pass
+    async with db.session() as session:  # the lock went with the first one's connection
+        held = await session.scalar(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        )
+    assert held == 0
+    async with second.leading(wait=False):
+        await second.sync()
+    for f in (first, second):
+        await f.rpc.aclose()

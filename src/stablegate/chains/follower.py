@@ -72,6 +72,9 @@ class Follower:
             finally:
                 metrics.CHAIN_LEADER.labels(self.chain.name).set(0)
                 self._conn = None
+                # Session-level advisory locks outlive the block: a pooled connection would
+                # keep the lead for whoever borrows it next. Close it instead.
+                await conn.invalidate()
 
     async def _try_lead(self) -> bool:
         async with self._session() as session:
@@ -244,8 +247,9 @@ class Follower:
                 raise AssertionError(f"cursor moved under the leader: {stored} vs {blocks[0].number - 1}")
             found = await self._observations(session, raw_logs)
             await repository.insert_blocks(session, chain_id, blocks)
-            fresh = await repository.upsert_observations(session, chain_id, found)
+            fresh = await repository.upsert_observations(session, chain_id, found, confirmed_through)
             await self._emit(session, "seen", fresh)
+            await self._emit(session, "confirmed", [r for r in fresh if r["status"] == "confirmed"])
             await self._emit(session, "confirmed", await repository.confirm_up_to(session, chain_id, confirmed_through))
             await repository.move_cursor(session, chain_id, blocks[-1].number, blocks[-1].hash)
             await repository.prune_blocks(session, chain_id, blocks[-1].number - self.chain.depth)
@@ -278,14 +282,18 @@ class Follower:
         return found
 
     async def _emit(self, session: AsyncSession, kind: str, rows: Sequence[Any]) -> None:
-        """Event rows plus the subscribers, inside the cursor's transaction."""
-        ids = await repository.insert_events(
-            session, self.chain.chain_id, kind, [r["id"] for r in rows], [r["generation"] for r in rows]
-        )
-        if not ids:
+        """Tell the subscribers, inside the cursor's transaction. `seen` is recorded by the
+        observation row itself; the other kinds get an event row whose unique key makes
+        each at most once (a log is confirmed once, whatever reorgs revive it)."""
+        if kind != "seen":
+            ids = [r["id"] for r in rows]
+            generations = [r["generation"] for r in rows]
+            recorded = set(await repository.insert_events(session, self.chain.chain_id, kind, ids, generations))
+            rows = [r for r in rows if r["id"] in recorded]
+        if not rows:
             return
-        metrics.CHAIN_OBSERVATIONS.labels(self.chain.name, kind).inc(len(ids))
-        await service.publish(session, kind, self.chain.chain_id, await repository.observations(session, ids))
+        metrics.CHAIN_OBSERVATIONS.labels(self.chain.name, kind).inc(len(rows))
+        await service.publish(session, kind, self.chain.chain_id, rows)
 
     # --- reorgs -----------------------------------------------------------------------
 

@@ -137,20 +137,29 @@ async def watch(session: AsyncSession, chain_id: int, address: str, owner_ref: s
 
 _UPSERT_OBSERVATIONS = """
 INSERT INTO chain_observations AS o (chain_id, tx_hash, log_index, block_number, block_hash, kind, token,
-    from_address, to_address, amount, fee, intent_id, owner_ref, status)
-SELECT $1, * , 'seen' FROM unnest($2::text[], $3::int[], $4::bigint[], $5::text[], $6::text[], $7::text[],
-    $8::text[], $9::text[], $10::numeric[], $11::numeric[], $12::text[], $13::text[])
+    from_address, to_address, amount, fee, intent_id, owner_ref, status, confirmed_at)
+SELECT $1, u.*,
+       CASE WHEN u.block_number <= $14 THEN 'confirmed' ELSE 'seen' END,
+       CASE WHEN u.block_number <= $14 THEN now() END
+FROM unnest($2::text[], $3::int[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+    $10::numeric[], $11::numeric[], $12::text[], $13::text[])
+    AS u(tx_hash, log_index, block_number, block_hash, kind, token, from_address, to_address, amount, fee,
+         intent_id, owner_ref)
 ON CONFLICT (chain_id, tx_hash, log_index) DO UPDATE
-    SET status = 'seen', block_number = EXCLUDED.block_number, block_hash = EXCLUDED.block_hash,
-        generation = o.generation + 1, seen_at = now()
+    SET status = EXCLUDED.status, confirmed_at = EXCLUDED.confirmed_at, block_number = EXCLUDED.block_number,
+        block_hash = EXCLUDED.block_hash, generation = o.generation + 1, seen_at = now()
     WHERE o.status = 'orphaned'
-RETURNING o.id, o.generation
+RETURNING o.*
 """
 
 
-async def upsert_observations(session: AsyncSession, chain_id: int, items: Sequence[Observation]) -> list[Any]:
+async def upsert_observations(
+    session: AsyncSession, chain_id: int, items: Sequence[Observation], confirmed_through: int
+) -> list[Any]:
     """New observations, and orphaned ones whose log came back in another block (revived,
-    generation + 1). Logs already seen or confirmed return nothing: a replay is a no-op."""
+    generation + 1); those at or below `confirmed_through` are stored confirmed at once (a
+    follower catching up sees most logs already deep). Logs already seen or confirmed
+    return nothing: a replay is a no-op."""
     if not items:
         return []
     columns: list[list[Any]] = [[] for _ in range(12)]
@@ -159,14 +168,14 @@ async def upsert_observations(session: AsyncSession, chain_id: int, items: Seque
         values += (o.to_address, o.amount, o.fee, o.intent_id, o.owner_ref)  # type: ignore[assignment]
         for column, value in zip(columns, values, strict=True):
             column.append(value)
-    return await _fetch(session, _UPSERT_OBSERVATIONS, chain_id, *columns)
+    return await _fetch(session, _UPSERT_OBSERVATIONS, chain_id, *columns, confirmed_through)
 
 
 async def confirm_up_to(session: AsyncSession, chain_id: int, block_number: int) -> list[Any]:
     return await _fetch(
         session,
         "UPDATE chain_observations SET status = 'confirmed', confirmed_at = now()"
-        " WHERE chain_id = $1 AND status = 'seen' AND block_number <= $2 RETURNING id, generation",
+        " WHERE chain_id = $1 AND status = 'seen' AND block_number <= $2 RETURNING *",
         chain_id,
         block_number,
     )
@@ -181,7 +190,7 @@ async def orphan_above(session: AsyncSession, chain_id: int, fork_block: int) ->
         " needs_review = o.needs_review OR o.status = 'confirmed'"
         " FROM (SELECT id, status AS was FROM chain_observations WHERE chain_id = $1 AND block_number > $2"
         "       AND status <> 'orphaned' FOR UPDATE) old"
-        " WHERE o.id = old.id RETURNING o.id, o.generation, old.was",
+        " WHERE o.id = old.id RETURNING o.*, old.was",
         chain_id,
         fork_block,
     )
@@ -209,11 +218,6 @@ async def insert_events(
         list(generations),
     )
     return [r["observation_id"] for r in rows]
-
-
-async def observations(session: AsyncSession, ids: Sequence[int]) -> list[Any]:
-    sql = "SELECT * FROM chain_observations WHERE id = ANY ($1::bigint[]) ORDER BY id"
-    return await _fetch(session, sql, list(ids))
 
 
 @dataclass(frozen=True)
