@@ -38,9 +38,6 @@ from web3 import Web3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stablegate.rails.deploy import LocalStack, deploy_local
-from stablegate.rails.deposits import deposit_address, deposit_salt
-
 from stablegate import migrations
 from stablegate.chains import logs as decode
 from stablegate.chains import registry
@@ -51,6 +48,8 @@ from stablegate.chains.registry import ChainConfig, TokenConfig
 from stablegate.config import Settings
 from stablegate.db import Database
 from stablegate.rails import contracts
+from stablegate.rails.deploy import LocalStack, deploy_local
+from stablegate.rails.deposits import deposit_address, deposit_salt
 from tests.conftest import admin_url, recreate_database
 
 BENCH_DB = "stablegate_bench_chain"
