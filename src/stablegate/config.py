@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     idempotency_ttl_s: int = 24 * 3600
     idempotency_lock_s: int = 60
 
+    # The local chain of `stablegate dev` (the `local` chain preset's RPC port).
+    anvil_port: int = 8545
+
     log_level: str = "INFO"
     log_format: str = "json"  # json | console
     otel_exporter: str = "none"  # none | console | otlp

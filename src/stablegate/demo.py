@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import text
 
+from stablegate import demo_chain
 from stablegate.config import Settings
 from stablegate.db import Database
 from stablegate.devserver import serving
@@ -191,6 +192,7 @@ async def run_demo(url: str, settings: Settings, port: int, console: Console) ->
             for step in steps:
                 await step(demo)
             await _ledger(demo, db)
+            await demo_chain.run(db, settings.data_dir, demo.ids["merchant"], demo.check)
             await _revocation(demo, db)
             await _outbox(demo, db, url, settings)
             await _ops(demo)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import uvicorn
 
+from stablegate import localnet
 from stablegate.config import Settings
 from stablegate.db import Database
 from stablegate.kit.net import free_port
@@ -59,15 +60,33 @@ async def serving(url: str, settings: Settings, host: str, port: int) -> AsyncIt
 
 
 async def run_dev(url: str, settings: Settings, host: str, port: int) -> None:
+    import stablegate.rails.service  # noqa: F401 (registers its chain-event subscriber)
+    from stablegate.chains.watcher import follow_forever
     from stablegate.jobs.app import run_worker
 
-    async with serving(url, settings, host, port) as api:
-        print(f"stablegate dev: API on {api.base_url} (docs {api.base_url}/docs), worker running; Ctrl-C stops")
-        worker = asyncio.create_task(run_worker(url, settings, concurrency=2, install_signal_handlers=False))
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, lambda: setattr(api.server, "should_exit", True))
-        # Whichever stops first (a signal stops the API), the other follows.
-        await asyncio.wait({api.task, worker}, return_when=asyncio.FIRST_COMPLETED)
-        worker.cancel()
-        await asyncio.gather(worker, return_exceptions=True)
+    state = settings.data_dir / "anvil-state.json"
+    with localnet.running(port=settings.anvil_port, state_path=state) as net:
+        async with serving(url, settings, host, port) as api:
+            _print_dev(api.base_url, net)
+            worker = asyncio.create_task(run_worker(url, settings, concurrency=2, install_signal_handlers=False))
+            stop = asyncio.Event()
+            chain_db = Database.connect(url, settings)
+            follower = asyncio.create_task(follow_forever(chain_db, net.chain, stop))
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, lambda: setattr(api.server, "should_exit", True))
+            # Whichever stops first (a signal stops the API), the others follow.
+            await asyncio.wait({api.task, worker, follower}, return_when=asyncio.FIRST_COMPLETED)
+            stop.set()
+            worker.cancel()
+            await asyncio.gather(worker, follower, return_exceptions=True)
+            await chain_db.dispose()
+
+
+def _print_dev(base_url: str, net: localnet.LocalNet) -> None:
+    s = net.stack
+    print(f"stablegate dev: API on {base_url} (docs {base_url}/docs), worker and block follower running")
+    print(f"  local chain: {net.anvil.url} (chain id {s.chain_id}, a block a second; state kept between runs)")
+    print(f"  USDC {s.usdc} · DAI {s.dai} · router {s.router} · deposit factory {s.factory}")
+    print(f"  funded payer: {s.payers[0]} (anvil's well-known dev key #3; 1,000,000 USDC and DAI)")
+    print("  Ctrl-C stops everything; the next start reuses the database and the chain")

@@ -253,7 +253,8 @@ class Follower:
             await self._emit(session, "confirmed", await repository.confirm_up_to(session, chain_id, confirmed_through))
             await repository.move_cursor(session, chain_id, blocks[-1].number, blocks[-1].hash)
             await repository.prune_blocks(session, chain_id, blocks[-1].number - self.chain.depth)
-        log.info(
+        # Every block at the head would be one info line a second: quiet unless it found something.
+        (log.info if fresh or len(blocks) > 1 else log.debug)(
             "chain.range_ingested",
             chain=self.chain.name,
             first=blocks[0].number,

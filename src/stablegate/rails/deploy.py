@@ -192,3 +192,27 @@ def deploy_local(rpc_url: str) -> LocalStack:
         payers=tuple(payers),
         **deployed,
     )
+
+
+def existing_local(rpc_url: str) -> LocalStack | None:
+    """The stack a previous `deploy_local` left on this chain (anvil restarted from its
+    --state file), or None when any of its contracts is missing."""
+    w3 = connect(rpc_url)
+    deployer = Account.from_key(DEV_PRIVATE_KEYS[0]).address
+    addresses = deployed_addresses(deployer, 0)
+    if any(w3.eth.get_code(to_checksum_address(a)) in (b"", None) for a in addresses.values()):
+        return None
+    treasury, fee_recipient, *payers = (Account.from_key(key).address for key in DEV_PRIVATE_KEYS[1:])
+    return LocalStack(
+        chain_id=int(w3.eth.chain_id),
+        deployer=deployer,
+        treasury=treasury,
+        fee_recipient=fee_recipient,
+        payers=tuple(payers),
+        **addresses,
+    )
+
+
+def ensure_local(rpc_url: str) -> LocalStack:
+    """The local stack on this chain, deployed if it is not there yet."""
+    return existing_local(rpc_url) or deploy_local(rpc_url)
