@@ -4,6 +4,7 @@ exactly-once events, look-alike tokens, reorgs, leadership."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -170,3 +171,22 @@ async def test_leadership_passes_on_when_the_leader_stops(db: Database, chain: C
         await second.sync()
     for f in (first, second):
         await f.rpc.aclose()
+
+
+async def test_finality_by_the_finalized_tag(
+    db: Database, chain: Chain, clean_chain_tables: None, new_deposit: Callable[[], Any]
+) -> None:
+    """With finality="finalized" the depth is the node's word: anvil finalizes head − 64."""
+    config = replace(chain.config, finality="finalized", confirmations=None)
+    follower = Follower(db, config)
+    address, _ = await new_deposit()
+    receipt_block = chain.head() + 1
+    chain.transfer(chain.stack.usdc, address, 2 * USDC)
+    async with follower.leading(wait=False):
+        chain.mine(60)  # 20 blocks deeper than any confirmation count we use, still not final
+        await follower.sync()
+        assert [o["status"] for o in await observations(db)] == ["seen"]
+        chain.mine(receipt_block + 64 - chain.head())
+        await follower.sync()
+        assert [o["status"] for o in await observations(db)] == ["confirmed"]
+    await follower.rpc.aclose()
