@@ -75,9 +75,13 @@ CREATE TABLE chain_observations (
     generation integer NOT NULL DEFAULT 1,  -- +1 each time a re-included log revives it
     seen_at timestamptz NOT NULL DEFAULT now(),
     confirmed_at timestamptz,
+    -- The generation in which the log was first confirmed: set once, never again, so a log
+    -- is reported confirmed at most once whatever reorgs revive it.
+    confirmed_generation integer CHECK (confirmed_generation BETWEEN 1 AND generation),
     CONSTRAINT one_observation_per_log UNIQUE (chain_id, tx_hash, log_index),
     CONSTRAINT intent_has_id CHECK ((kind = 'intent_paid') = (intent_id IS NOT NULL)),
-    CONSTRAINT confirmed_has_time CHECK ((status = 'confirmed') <= (confirmed_at IS NOT NULL))
+    CONSTRAINT confirmed_has_time CHECK ((status = 'confirmed') <= (confirmed_at IS NOT NULL)),
+    CONSTRAINT confirmed_has_generation CHECK ((status = 'confirmed') <= (confirmed_generation IS NOT NULL))
 );
 -- Observations are history: corrected by status (orphaned, needs_review), never deleted,
 -- which is what lets chain_events reference them without a per-row foreign-key check.
@@ -93,19 +97,18 @@ CREATE INDEX ix_chain_observations_unconfirmed ON chain_observations (chain_id, 
 CREATE INDEX ix_chain_observations_owner ON chain_observations (owner_ref) WHERE owner_ref IS NOT NULL;
 CREATE INDEX ix_chain_observations_intent ON chain_observations (intent_id) WHERE intent_id IS NOT NULL;
 
--- What the follower reported, in the transaction that moved its cursor. ("seen" needs no
--- row: the observation row, with its generation, is that record.)
+-- The rare events that take something back, for review: a seen log orphaned, a confirmed
+-- one orphaned by a reorg deeper than the depth. (Seen and confirmed are recorded on the
+-- observation row itself: its generation and confirmed_generation.)
 CREATE TABLE chain_events (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     chain_id bigint NOT NULL,
     observation_id bigint NOT NULL,
-    kind text NOT NULL CHECK (kind IN ('confirmed', 'orphaned', 'deep_reorg')),
+    kind text NOT NULL CHECK (kind IN ('orphaned', 'deep_reorg')),
     generation integer NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT one_event_per_generation UNIQUE (observation_id, kind, generation)
 );
--- A log is confirmed at most once, whatever reorgs revive it.
-CREATE UNIQUE INDEX ux_chain_events_confirmed_once ON chain_events (observation_id) WHERE kind = 'confirmed';
 
 CREATE TABLE chain_reorgs (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

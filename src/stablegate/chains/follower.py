@@ -50,6 +50,8 @@ class Follower:
         self.rpc = rpc or RpcClient(chain.name, chain.rpc_urls)
         self.range_blocks = chain.max_range_blocks
         self._conn: AsyncConnection | None = None
+        self._prefetched: tuple[int, int, asyncio.Task[tuple[list[Block], list[dict[str, Any]]]]] | None = None
+        self._recent: list[str] = []  # recent deposit addresses, for the look-alike check
         self._watch_topics = [decode.TRANSFER_TOPIC] + ([decode.INTENT_PAID_TOPIC] if chain.router else [])
         self._sources = [t.address for t in chain.tokens] + ([chain.router] if chain.router else [])
 
@@ -72,6 +74,9 @@ class Follower:
             finally:
                 metrics.CHAIN_LEADER.labels(self.chain.name).set(0)
                 self._conn = None
+                if self._prefetched is not None:
+                    self._prefetched[2].cancel()
+                    self._prefetched = None
                 # Session-level advisory locks outlive the block: a pooled connection would
                 # keep the lead for whoever borrows it next. Close it instead.
                 await conn.invalidate()
@@ -132,7 +137,7 @@ class Follower:
         first, last = cursor.block_number + 1, min(head, cursor.block_number + self.range_blocks)
         with tracing.span("chain.range", chain=self.chain.name, first=first, last=last):
             try:
-                return await self._ingest(cursor, first, last)
+                return await self._ingest(cursor, first, last, head)
             except _Reorged:
                 return 0
             except RangeTooLarge as exc:
@@ -151,23 +156,47 @@ class Follower:
         parent = await self._headers(start - 1, start - 1)
         return Cursor(start - 1, parent[0].hash)
 
-    async def _ingest(self, cursor: Cursor, first: int, last: int) -> int:
-        blocks = await self._headers(first, last)
+    async def _ingest(self, cursor: Cursor, first: int, last: int, head: int) -> int:
+        blocks, raw_logs = await self._read_range(first, last)
         if cursor.block_hash is not None and blocks[0].parent_hash != cursor.block_hash:
             await self._handle_reorg(cursor)
             return 0
-        for parent, child in itertools.pairwise(blocks):
-            if child.parent_hash != parent.hash:
-                raise _Reorged  # the provider's view changed while we read it
-        raw_logs = await self._logs(first, last, blocks[-1])
-        hashes = {b.number: b.hash for b in blocks}
-        if any(hashes.get(int(item["blockNumber"], 16)) != item["blockHash"].lower() for item in raw_logs):
-            raise _Reorged
-        await self._check_lookalikes(first, last)
         confirmed_through = self._confirmed_through(last, await self._finalized())
+        if last < head:  # read the next range while this one commits (different resources)
+            self._prefetch_range(last + 1, min(head, last + self.range_blocks))
         await self._commit(blocks, raw_logs, confirmed_through)
         self.range_blocks = min(self.chain.max_range_blocks, self.range_blocks * 2)
         return len(blocks)
+
+    async def _read_range(self, first: int, last: int) -> tuple[list[Block], list[dict[str, Any]]]:
+        """A prefetched read of exactly this range if one is pending, else a fresh one. A
+        prefetched read is validated like any other: against the cursor when it commits."""
+        pending, self._prefetched = self._prefetched, None
+        if pending is not None and pending[:2] == (first, last):
+            return await pending[2]
+        if pending is not None:
+            pending[2].cancel()
+        async with self._session() as session:
+            self._recent = await repository.recent_watched(session, self.chain.chain_id, LOOKALIKE_ADDRESSES)
+        return await self._read(first, last)
+
+    def _prefetch_range(self, first: int, last: int) -> None:
+        task = asyncio.create_task(self._read(first, last))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved later or never
+        self._prefetched = (first, last, task)
+
+    async def _read(self, first: int, last: int) -> tuple[list[Block], list[dict[str, Any]]]:
+        """Headers (continuous within the range) and logs (from the same blocks). No
+        database here: a prefetch runs while the follower's connection commits."""
+        blocks = await self._headers(first, last)
+        for parent, child in itertools.pairwise(blocks):
+            if child.parent_hash != parent.hash:
+                raise _Reorged  # the provider's view changed while we read it
+        raw_logs, _ = await asyncio.gather(self._logs(first, last, blocks[-1]), self._check_lookalikes(first, last))
+        hashes = {b.number: b.hash for b in blocks}
+        if any(hashes.get(int(item["blockNumber"], 16)) != item["blockHash"].lower() for item in raw_logs):
+            raise _Reorged
+        return blocks, raw_logs
 
     def _confirmed_through(self, last: int, finalized: int | None) -> int:
         if self.chain.finality == "finalized":
@@ -214,11 +243,9 @@ class Follower:
     async def _check_lookalikes(self, first: int, last: int) -> None:
         """Transfers to our recent deposit addresses from contracts we do not count: logged
         and counted for review, never observed. Best effort: it moves no money."""
-        async with self._session() as session:
-            recent = await repository.recent_watched(session, self.chain.chain_id, LOOKALIKE_ADDRESSES)
-        if not recent:
+        if not self._recent:
             return
-        topics = [decode.TRANSFER_TOPIC, None, [decode.address_topic(a) for a in recent]]
+        topics = [decode.TRANSFER_TOPIC, None, [decode.address_topic(a) for a in self._recent]]
         query = {"fromBlock": hex(first), "toBlock": hex(last), "topics": topics}
         try:
             found = await self.rpc.call("eth_getLogs", query)
@@ -249,8 +276,9 @@ class Follower:
             await repository.insert_blocks(session, chain_id, blocks)
             fresh = await repository.upsert_observations(session, chain_id, found, confirmed_through)
             await self._emit(session, "seen", fresh)
-            await self._emit(session, "confirmed", [r for r in fresh if r["status"] == "confirmed"])
-            await self._emit(session, "confirmed", await repository.confirm_up_to(session, chain_id, confirmed_through))
+            await self._emit(session, "confirmed", _first_confirmations(fresh))
+            confirmed = await repository.confirm_up_to(session, chain_id, confirmed_through)
+            await self._emit(session, "confirmed", _first_confirmations(confirmed))
             await repository.move_cursor(session, chain_id, blocks[-1].number, blocks[-1].hash)
             await repository.prune_blocks(session, chain_id, blocks[-1].number - self.chain.depth)
         # Every block at the head would be one info line a second: quiet unless it found something.
@@ -283,10 +311,10 @@ class Follower:
         return found
 
     async def _emit(self, session: AsyncSession, kind: str, rows: Sequence[Any]) -> None:
-        """Tell the subscribers, inside the cursor's transaction. `seen` is recorded by the
-        observation row itself; the other kinds get an event row whose unique key makes
-        each at most once (a log is confirmed once, whatever reorgs revive it)."""
-        if kind != "seen":
+        """Tell the subscribers, inside the cursor's transaction. Seen and confirmed are
+        recorded on the observation row (generation, confirmed_generation); what takes
+        something back (orphaned, deep_reorg) also gets an event row for review."""
+        if kind in ("orphaned", "deep_reorg"):
             ids = [r["id"] for r in rows]
             generations = [r["generation"] for r in rows]
             recorded = set(await repository.insert_events(session, self.chain.chain_id, kind, ids, generations))
@@ -363,6 +391,12 @@ class Follower:
             reorg = Reorg(fork, depth, deep, len(orphaned), len(was_confirmed))
             await repository.record_reorg(session, chain_id, reorg)
         return reorg
+
+
+def _first_confirmations(rows: Sequence[Any]) -> list[Any]:
+    """Rows confirmed now for the first time: a log revived after a deep reorg was
+    confirmed in an earlier generation and is not reported again."""
+    return [r for r in rows if r["status"] == "confirmed" and r["confirmed_generation"] == r["generation"]]
 
 
 def _all_known(headers: list[Any]) -> None:

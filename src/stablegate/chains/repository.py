@@ -137,17 +137,21 @@ async def watch(session: AsyncSession, chain_id: int, address: str, owner_ref: s
 
 _UPSERT_OBSERVATIONS = """
 INSERT INTO chain_observations AS o (chain_id, tx_hash, log_index, block_number, block_hash, kind, token,
-    from_address, to_address, amount, fee, intent_id, owner_ref, status, confirmed_at)
+    from_address, to_address, amount, fee, intent_id, owner_ref, status, confirmed_at, confirmed_generation)
 SELECT $1, u.*,
        CASE WHEN u.block_number <= $14 THEN 'confirmed' ELSE 'seen' END,
-       CASE WHEN u.block_number <= $14 THEN now() END
+       CASE WHEN u.block_number <= $14 THEN now() END,
+       CASE WHEN u.block_number <= $14 THEN 1 END
 FROM unnest($2::text[], $3::int[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
     $10::numeric[], $11::numeric[], $12::text[], $13::text[])
     AS u(tx_hash, log_index, block_number, block_hash, kind, token, from_address, to_address, amount, fee,
          intent_id, owner_ref)
 ON CONFLICT (chain_id, tx_hash, log_index) DO UPDATE
-    SET status = EXCLUDED.status, confirmed_at = EXCLUDED.confirmed_at, block_number = EXCLUDED.block_number,
-        block_hash = EXCLUDED.block_hash, generation = o.generation + 1, seen_at = now()
+    SET status = EXCLUDED.status, block_number = EXCLUDED.block_number, block_hash = EXCLUDED.block_hash,
+        generation = o.generation + 1, seen_at = now(),
+        confirmed_at = coalesce(o.confirmed_at, EXCLUDED.confirmed_at),
+        confirmed_generation = coalesce(o.confirmed_generation,
+                                        CASE WHEN EXCLUDED.status = 'confirmed' THEN o.generation + 1 END)
     WHERE o.status = 'orphaned'
 RETURNING o.*
 """
@@ -174,7 +178,8 @@ async def upsert_observations(
 async def confirm_up_to(session: AsyncSession, chain_id: int, block_number: int) -> list[Any]:
     return await _fetch(
         session,
-        "UPDATE chain_observations SET status = 'confirmed', confirmed_at = now()"
+        "UPDATE chain_observations SET status = 'confirmed', confirmed_at = coalesce(confirmed_at, now()),"
+        " confirmed_generation = coalesce(confirmed_generation, generation)"
         " WHERE chain_id = $1 AND status = 'seen' AND block_number <= $2 RETURNING *",
         chain_id,
         block_number,
