@@ -3,16 +3,19 @@ exactly-once events, look-alike tokens, reorgs, leadership."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
 import structlog
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from stablegate.chains.follower import Follower
 from stablegate.db import Database
+from stablegate.observability import metrics
 from tests.chains.conftest import CONFIRMATIONS, Chain, Heard, observations
 
 USDC = 10**6
@@ -190,3 +193,50 @@ async def test_finality_by_the_finalized_tag(
         await follower.sync()
         assert [o["status"] for o in await observations(db)] == ["confirmed"]
     await follower.rpc.aclose()
+
+
+async def test_a_standby_takes_over_when_the_leader_goes(
+    db: Database, chain: Chain, clean_chain_tables: None, new_deposit: Callable[[], Any]
+) -> None:
+    """Two followers of one chain run their loops; only the leader writes. When the leader
+    stops, the standby acquires the lock and carries on from the cursor."""
+    address, _ = await new_deposit()
+    leader, standby = Follower(db, chain.config), Follower(db, chain.config)
+    stop_leader, stop_standby = asyncio.Event(), asyncio.Event()
+    leading = asyncio.create_task(leader.run(stop_leader))
+    await asyncio.sleep(0.5)
+    waiting = asyncio.create_task(standby.run(stop_standby))
+    chain.transfer(chain.stack.usdc, address, 1 * USDC)
+    await asyncio.sleep(1.0)
+    assert metrics.CHAIN_LEADER.labels("local")._value.get() == 1  # one of them leads
+    stop_leader.set()
+    await leading
+    chain.transfer(chain.stack.usdc, address, 2 * USDC)
+    chain.mine(CONFIRMATIONS)
+    for _ in range(100):  # the standby polls the lock every 2 s
+        if [o["status"] for o in await observations(db)] == ["confirmed", "confirmed"]:
+            break
+        await asyncio.sleep(0.1)
+    stop_standby.set()
+    await waiting
+    assert sorted(int(o["amount"]) for o in await observations(db)) == [1 * USDC, 2 * USDC]
+    assert all(o["status"] == "confirmed" for o in await observations(db))
+    for f in (leader, standby):
+        await f.rpc.aclose()
+
+
+async def test_metrics_count_observations_and_lag(
+    db: Database, chain: Chain, follower: Follower, new_deposit: Callable[[], Any]
+) -> None:
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"chain": "local", **labels}) or 0.0
+
+    seen_before = sample("stablegate_chain_observations_total", status="seen")
+    confirmed_before = sample("stablegate_chain_observations_total", status="confirmed")
+    address, _ = await new_deposit()
+    chain.transfer(chain.stack.usdc, address, 1)
+    chain.mine(CONFIRMATIONS)
+    await follower.sync()
+    assert sample("stablegate_chain_observations_total", status="seen") == seen_before + 1
+    assert sample("stablegate_chain_observations_total", status="confirmed") == confirmed_before + 1
+    assert sample("stablegate_chain_head_lag_blocks") == 0
