@@ -33,8 +33,8 @@ CREATE TABLE chain_cursors (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 
--- The window of recent blocks the follower processed: parent-hash continuity and reorg
--- walk-back read it; pruned below the window.
+-- Every block the follower processed (canonical at the time): parent-hash continuity and
+-- the reorg walk-back read its recent end.
 CREATE TABLE chain_blocks (
     chain_id bigint NOT NULL,
     number bigint NOT NULL CHECK (number >= 0),

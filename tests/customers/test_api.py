@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from stablegate.customers.schemas import Email
 from tests.conftest import ApiServer, Tenant
 
 
@@ -51,3 +57,20 @@ def test_both_cursors_select_the_range_between(api: ApiServer, tenant: Tenant) -
         page = client.get("/v1/customers", params={"starting_after": made[4], "ending_before": made[0]}).json()
     assert [c["id"] for c in page["data"]] == [made[3], made[2], made[1]]
     assert page["has_more"] is False
+
+
+@pytest.mark.parametrize(
+    ("email", "accepted"),
+    [("ada@example.com", True), ("a\u00a0b@example.com", True), ("a\u0085b@example.com", False), ("a b@c.d", False)],
+)
+def test_email_pattern_means_the_same_to_every_regex_dialect(email: str, accepted: bool) -> None:
+    """The server (pydantic's Rust regex) and the schema's readers (schemathesis, ECMA-262
+    clients) must agree: the pattern avoids `\\s`, whose meaning differs between them."""
+    pattern = TypeAdapter(Email).json_schema()["pattern"]
+    assert (re.fullmatch(pattern, email, flags=re.ASCII) is not None) == accepted
+    try:
+        TypeAdapter(Email).validate_python(email)
+        server_accepts = True
+    except ValidationError:
+        server_accepts = False
+    assert server_accepts == accepted

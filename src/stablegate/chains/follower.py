@@ -280,7 +280,6 @@ class Follower:
             confirmed = await repository.confirm_up_to(session, chain_id, confirmed_through)
             await self._emit(session, "confirmed", _first_confirmations(confirmed))
             await repository.move_cursor(session, chain_id, blocks[-1].number, blocks[-1].hash)
-            await repository.prune_blocks(session, chain_id, blocks[-1].number - self.chain.depth)
         # Every block at the head would be one info line a second: quiet unless it found something.
         (log.info if fresh or len(blocks) > 1 else log.debug)(
             "chain.range_ingested",

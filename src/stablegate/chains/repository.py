@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,9 +21,9 @@ class Block:
     timestamp_s: int
 
 
-@dataclass(frozen=True)
-class Observation:
-    """One log we count: a token transfer to a watched address, or a router payment."""
+class Observation(NamedTuple):
+    """One log we count: a token transfer to a watched address, or a router payment. (A
+    tuple, fields in the upsert's column order: one per log, thousands per range.)"""
 
     tx_hash: str
     log_index: int
@@ -100,10 +100,6 @@ async def stored_blocks(session: AsyncSession, chain_id: int, lowest: int, highe
     return {r["number"]: r["hash"] for r in rows}
 
 
-async def prune_blocks(session: AsyncSession, chain_id: int, below: int) -> None:
-    await _execute(session, "DELETE FROM chain_blocks WHERE chain_id = $1 AND number < $2", chain_id, below)
-
-
 async def watched(session: AsyncSession, chain_id: int, addresses: Sequence[str]) -> dict[str, str]:
     """Which of `addresses` we watch, with their owners: one index lookup for the range."""
     rows = await _fetch(
@@ -166,12 +162,7 @@ async def upsert_observations(
     return nothing: a replay is a no-op."""
     if not items:
         return []
-    columns: list[list[Any]] = [[] for _ in range(12)]
-    for o in items:
-        values = (o.tx_hash, o.log_index, o.block_number, o.block_hash, o.kind, o.token, o.from_address)
-        values += (o.to_address, o.amount, o.fee, o.intent_id, o.owner_ref)  # type: ignore[assignment]
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
+    columns = [list(column) for column in zip(*items, strict=True)]
     return await _fetch(session, _UPSERT_OBSERVATIONS, chain_id, *columns, confirmed_through)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 import structlog
 
 from stablegate.observability import metrics
@@ -175,8 +176,8 @@ class RpcClient:
         if reply.status_code != 200:
             raise _Transient(f"http_{reply.status_code // 100}xx")
         try:
-            payload = reply.json()
-        except ValueError:
+            payload = orjson.loads(reply.content)  # 3-4x the stdlib's speed: logs come by the thousand
+        except orjson.JSONDecodeError:
             raise _Transient("bad_body") from None
         return self._results(body, payload if isinstance(payload, list) else [payload])
 

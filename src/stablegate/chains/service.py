@@ -39,43 +39,48 @@ class ChainEvent:
 
 
 Handler = Callable[[AsyncSession, ChainEvent], Awaitable[None]]
-_handlers: list[Handler] = []
+# Each handler with the observation kinds it wants (None: all). Building an event for a
+# handler that ignores it costs as much as storing the log, so publish skips those.
+_handlers: list[tuple[Handler, frozenset[str] | None]] = []
 
 
-def subscribe(handler: Handler) -> Handler:
-    """Register a handler for every chain event (usable as a decorator); idempotent."""
-    if handler not in _handlers:
-        _handlers.append(handler)
+def subscribe(handler: Handler, observation_kinds: Sequence[str] | None = None) -> Handler:
+    """Register a handler for chain events (of some observation kinds); idempotent."""
+    unsubscribe(handler)
+    _handlers.append((handler, None if observation_kinds is None else frozenset(observation_kinds)))
     return handler
 
 
 def unsubscribe(handler: Handler) -> None:
-    if handler in _handlers:
-        _handlers.remove(handler)
+    _handlers[:] = [(h, kinds) for h, kinds in _handlers if h is not handler]
 
 
 async def publish(session: AsyncSession, kind: str, chain_id: int, rows: Sequence[Any]) -> None:
     assert kind in EVENT_KINDS, kind
-    for row in rows:
-        event = ChainEvent(
-            kind=kind,
-            chain_id=chain_id,
-            observation_id=row["id"],
-            tx_hash=row["tx_hash"],
-            log_index=row["log_index"],
-            block_number=row["block_number"],
-            observation_kind=row["kind"],
-            token=row["token"],
-            from_address=row["from_address"],
-            to_address=row["to_address"],
-            amount=int(row["amount"]),
-            fee=int(row["fee"]),
-            intent_id=row["intent_id"],
-            owner_ref=row["owner_ref"],
-            generation=row["generation"],
-        )
-        for handler in list(_handlers):
-            await handler(session, event)
+    for handler, kinds in list(_handlers):
+        for row in rows:
+            if kinds is None or row["kind"] in kinds:
+                await handler(session, _event(kind, chain_id, row))
+
+
+def _event(kind: str, chain_id: int, row: Any) -> ChainEvent:
+    return ChainEvent(
+        kind=kind,
+        chain_id=chain_id,
+        observation_id=row["id"],
+        tx_hash=row["tx_hash"],
+        log_index=row["log_index"],
+        block_number=row["block_number"],
+        observation_kind=row["kind"],
+        token=row["token"],
+        from_address=row["from_address"],
+        to_address=row["to_address"],
+        amount=int(row["amount"]),
+        fee=int(row["fee"]),
+        intent_id=row["intent_id"],
+        owner_ref=row["owner_ref"],
+        generation=row["generation"],
+    )
 
 
 async def watch_address(session: AsyncSession, chain_id: int, address: str, owner_ref: str) -> None:

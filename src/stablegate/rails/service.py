@@ -94,7 +94,6 @@ async def create_intent(
     return SignedIntent(intent, signature, chain.router, chain.chain_id)
 
 
-@chains.subscribe
 async def on_chain_event(session: AsyncSession, event: ChainEvent) -> None:
     """A confirmed router payment marks its intent paid (in the follower's transaction)."""
     if event.kind != "confirmed" or event.intent_id is None:
@@ -104,3 +103,6 @@ async def on_chain_event(session: AsyncSession, event: ChainEvent) -> None:
         log.info("rails.intent_paid", intent_id=event.intent_id, tx_hash=event.tx_hash, owner_ref=event.owner_ref)
     else:
         log.warning("rails.intent_payment_unmatched", intent_id=event.intent_id, tx_hash=event.tx_hash)
+
+
+chains.subscribe(on_chain_event, observation_kinds=("intent_paid",))
