@@ -240,3 +240,21 @@ async def test_metrics_count_observations_and_lag(
     assert sample("stablegate_chain_observations_total", status="seen") == seen_before + 1
     assert sample("stablegate_chain_observations_total", status="confirmed") == confirmed_before + 1
     assert sample("stablegate_chain_head_lag_blocks") == 0
+
+
+async def test_a_cursor_set_back_rereads_without_duplicates(
+    db: Database, chain: Chain, follower: Follower, heard: Heard, new_deposit: Callable[[], Any]
+) -> None:
+    """The runbook's re-read (cursor moved back by hand): stored blocks are rewritten, known
+    logs are no-ops, nobody hears anything twice."""
+    address, _ = await new_deposit()
+    chain.transfer(chain.stack.usdc, address, 4 * USDC)
+    chain.mine(CONFIRMATIONS)
+    await follower.sync()
+    async with db.session() as session:
+        await session.execute(
+            text("UPDATE chain_cursors SET block_number = -1, block_hash = NULL WHERE chain_id = :id"),
+            {"id": chain.stack.chain_id},
+        )
+    await follower.sync()
+    assert len(await observations(db)) == 1 and heard.kinds() == ["seen", "confirmed"]

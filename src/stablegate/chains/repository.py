@@ -80,7 +80,10 @@ async def insert_blocks(session: AsyncSession, chain_id: int, blocks: Sequence[B
     await _execute(
         session,
         "INSERT INTO chain_blocks (chain_id, number, hash, parent_hash, timestamp_s)"
-        " SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[])",
+        " SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[])"
+        # A cursor set back by hand re-reads blocks it has stored: the chain's word wins.
+        " ON CONFLICT (chain_id, number) DO UPDATE SET hash = EXCLUDED.hash, parent_hash = EXCLUDED.parent_hash,"
+        " timestamp_s = EXCLUDED.timestamp_s, seen_at = now()",
         chain_id,
         [b.number for b in blocks],
         [b.hash for b in blocks],
