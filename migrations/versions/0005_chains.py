@@ -30,6 +30,9 @@ CREATE TABLE chain_cursors (
     chain_id bigint PRIMARY KEY,
     block_number bigint NOT NULL CHECK (block_number >= -1),
     block_hash evm_hash,  -- NULL only before the first block (-1)
+    -- The look-alike scan (monitoring, not money) trails the follower and catches up when
+    -- it is idle at the head: the last block it checked.
+    lookalike_block bigint,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 

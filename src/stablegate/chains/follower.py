@@ -45,13 +45,17 @@ def lock_key(chain_id: int) -> int:
 
 
 class Follower:
-    def __init__(self, db: Database, chain: ChainConfig, rpc: RpcClient | None = None) -> None:
+    def __init__(
+        self, db: Database, chain: ChainConfig, rpc: RpcClient | None = None, lookalike_scan: bool = True
+    ) -> None:
+        """`lookalike_scan=False` leaves out the look-alike monitoring (the bench measures
+        the ingest path alone with it, then the scan on its own)."""
         self.db, self.chain = db, chain
+        self.lookalike_scan = lookalike_scan
         self.rpc = rpc or RpcClient(chain.name, chain.rpc_urls)
         self.range_blocks = chain.max_range_blocks
         self._conn: AsyncConnection | None = None
         self._prefetched: tuple[int, int, asyncio.Task[tuple[list[Block], list[dict[str, Any]]]]] | None = None
-        self._recent: list[str] = []  # recent deposit addresses, for the look-alike check
         self._watch_topics = [decode.TRANSFER_TOPIC] + ([decode.INTENT_PAID_TOPIC] if chain.router else [])
         self._sources = [t.address for t in chain.tokens] + ([chain.router] if chain.router else [])
 
@@ -133,6 +137,7 @@ class Follower:
         metrics.CHAIN_HEAD_LAG.labels(self.chain.name).set(max(0, head - cursor.block_number))
         if cursor.block_number >= head:
             await self._check_tip(cursor, head)
+            await self._scan_lookalikes(cursor.block_number)
             return 0
         first, last = cursor.block_number + 1, min(head, cursor.block_number + self.range_blocks)
         with tracing.span("chain.range", chain=self.chain.name, first=first, last=last):
@@ -176,8 +181,6 @@ class Follower:
             return await pending[2]
         if pending is not None:
             pending[2].cancel()
-        async with self._session() as session:
-            self._recent = await repository.recent_watched(session, self.chain.chain_id, LOOKALIKE_ADDRESSES)
         return await self._read(first, last)
 
     def _prefetch_range(self, first: int, last: int) -> None:
@@ -192,7 +195,7 @@ class Follower:
         for parent, child in itertools.pairwise(blocks):
             if child.parent_hash != parent.hash:
                 raise _Reorged  # the provider's view changed while we read it
-        raw_logs, _ = await asyncio.gather(self._logs(first, last, blocks[-1]), self._check_lookalikes(first, last))
+        raw_logs = await self._logs(first, last, blocks[-1])
         hashes = {b.number: b.hash for b in blocks}
         if any(hashes.get(int(item["blockNumber"], 16)) != item["blockHash"].lower() for item in raw_logs):
             raise _Reorged
@@ -240,18 +243,36 @@ class Follower:
         results = await self.rpc.batch(calls, check=same_tip)
         return [item for item in results[1] if not item.get("removed")]
 
-    async def _check_lookalikes(self, first: int, last: int) -> None:
+    async def _scan_lookalikes(self, through: int) -> None:
         """Transfers to our recent deposit addresses from contracts we do not count: logged
-        and counted for review, never observed. Best effort: it moves no money."""
-        if not self._recent:
+        and counted for review, never observed. Monitoring, not money: it runs when the
+        follower is idle at the head and catches up over what was ingested meanwhile, so a
+        follower behind the head spends its time on payments. Best effort per range."""
+        async with self._session() as session:
+            scanned = await repository.lookalike_block(session, self.chain.chain_id)
+            recent = await repository.recent_watched(session, self.chain.chain_id, LOOKALIKE_ADDRESSES)
+        if scanned is None or not self.lookalike_scan:
             return
-        topics = [decode.TRANSFER_TOPIC, None, [decode.address_topic(a) for a in self._recent]]
+        first = scanned + 1
+        while first <= through:
+            last = min(through, first + self.range_blocks - 1)
+            if recent and not await self._check_lookalikes(first, last, recent):
+                return  # the provider refused: try again at the next idle step
+            async with self._transaction() as session:
+                await repository.move_lookalike_block(session, self.chain.chain_id, last)
+            first = last + 1
+
+    async def _check_lookalikes(self, first: int, last: int, recent: list[str]) -> bool:
+        topics = [decode.TRANSFER_TOPIC, None, [decode.address_topic(a) for a in recent]]
         query = {"fromBlock": hex(first), "toBlock": hex(last), "topics": topics}
         try:
             found = await self.rpc.call("eth_getLogs", query)
+        except RangeTooLarge:
+            self.range_blocks = max(1, (last - first + 1) // 2)
+            return False
         except RpcError as exc:
             log.info("chain.lookalike_check_skipped", chain=self.chain.name, error=str(exc))
-            return
+            return False
         counted = {t.address for t in self.chain.tokens}
         for item in found:
             if item["address"].lower() not in counted:
@@ -263,6 +284,7 @@ class Follower:
                     tx_hash=item["transactionHash"],
                     to=decode.topic_address(item["topics"][2]),
                 )
+        return True
 
     # --- writes -----------------------------------------------------------------------
 
@@ -291,22 +313,28 @@ class Follower:
         )
 
     async def _observations(self, session: AsyncSession, raw_logs: list[dict[str, Any]]) -> list[Observation]:
-        transfers = [item for item in raw_logs if item["topics"][0] == decode.TRANSFER_TOPIC]
-        recipients = [decode.topic_address(item["topics"][2]) for item in transfers if len(item["topics"]) == 3]
-        owners = await repository.watched(session, self.chain.chain_id, recipients) if recipients else {}
+        """The logs we count. One pass (thousands of logs per range): recipients of
+        transfers are matched against the watched addresses in one query."""
+        transfers: list[tuple[dict[str, Any], str]] = []
         found: list[Observation] = []
         for item in raw_logs:
-            if item["topics"][0] == decode.TRANSFER_TOPIC:
-                to = decode.topic_address(item["topics"][2]) if len(item["topics"]) == 3 else None
-                observation = decode.transfer(item, owners[to]) if to in owners else None
+            topics = item["topics"]
+            if topics[0] == decode.TRANSFER_TOPIC:
+                if len(topics) == 3:  # ERC-20; ERC-721 Transfer has a fourth topic
+                    transfers.append((item, decode.topic_address(topics[2])))
             elif item["address"].lower() == self.chain.router:
-                observation = decode.intent_paid(item)
-                if observation is not None and self.chain.token(observation.token) is None:
-                    observation = None  # our router, someone else's token: not a payment we count
-            else:
-                observation = None
-            if observation is not None:
-                found.append(observation)
+                paid = decode.intent_paid(item)
+                # Our router, someone else's token: not a payment we count.
+                if paid is not None and self.chain.token(paid.token) is not None:
+                    found.append(paid)
+        if transfers:
+            owners = await repository.watched(session, self.chain.chain_id, [to for _, to in transfers])
+            for item, to in transfers:
+                owner = owners.get(to)
+                if owner is not None:
+                    observation = decode.transfer(item, owner, to)
+                    if observation is not None:
+                        found.append(observation)
         return found
 
     async def _emit(self, session: AsyncSession, kind: str, rows: Sequence[Any]) -> None:

