@@ -1,0 +1,127 @@
+"""The SSRF gate (design 0005): every internal address form is refused before any
+connection is made; public addresses pass; the allow-list opens localhost for development;
+requests go to the checked address."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from stablegate.kit import ssrf
+from stablegate.kit.ssrf import UnsafeDestination
+
+FORBIDDEN = [
+    ("http://127.0.0.1/", "loopback"),
+    ("http://localhost/", "loopback"),
+    ("http://2130706433/", "loopback"),  # decimal
+    ("http://0x7f000001/", "loopback"),  # hex
+    ("http://0177.0.0.1/", "loopback"),  # octal
+    ("http://127.1/", "loopback"),  # short form
+    ("http://[::1]/", "loopback"),
+    ("http://[::ffff:127.0.0.1]/", "loopback"),  # IPv4-mapped IPv6
+    ("http://[::ffff:7f00:1]/", "loopback"),
+    ("http://[64:ff9b::10.0.0.1]/", "private"),  # NAT64 of a private address
+    ("http://[2002:a00:1::]/", "private"),  # 6to4 of 10.0.0.1
+    ("http://10.1.2.3/", "private"),
+    ("http://172.16.0.1/", "private"),
+    ("http://192.168.1.1/", "private"),
+    ("http://[fd12:3456::1]/", "private"),  # unique local
+    ("http://169.254.169.254/latest/meta-data/", "metadata"),
+    ("http://[fd00:ec2::254]/", "metadata"),
+    ("http://169.254.1.1/", "link_local"),
+    ("http://[fe80::1]/", "link_local"),
+    ("http://100.64.0.1/", "cgnat"),
+    ("http://224.0.0.1/", "multicast"),
+    ("http://[ff02::1]/", "multicast"),
+    ("http://0.0.0.0/", "unspecified"),
+    ("http://240.0.0.1/", "private"),  # reserved (class E); Python files it under private too
+    ("http://255.255.255.255/", "private"),
+    ("http://192.0.2.10/", "private"),  # documentation range
+]
+
+
+@pytest.fixture
+def listener() -> Iterator[list[str]]:
+    """A real socket on 127.0.0.1:80-ish: records any connection that reaches it."""
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            hits.append(self.headers.get("host", ""))
+            self.send_response(204)
+            self.end_headers()
+
+        do_GET = do_POST
+
+        def log_message(self, *_args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    hits.append(f"port:{server.server_address[1]}")
+    yield hits
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(("url", "reason"), FORBIDDEN)
+async def test_internal_addresses_are_refused(url: str, reason: str) -> None:
+    with pytest.raises(UnsafeDestination) as err:
+        await ssrf.check_url(url)
+    assert err.value.reason == reason, str(err.value)
+
+
+async def test_refused_before_any_connection(listener: list[str]) -> None:
+    port = listener[0].removeprefix("port:")
+    for host in ("127.0.0.1", "localhost", "2130706433", "[::ffff:127.0.0.1]"):
+        with pytest.raises(UnsafeDestination):
+            await ssrf.check_url(f"http://{host}:{port}/hook")
+    assert listener == [f"port:{port}"]  # nothing arrived
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://user:pw@example.com/", "ftp://example.com/", "http:///nohost", "http://example.com:99999/"],
+)
+async def test_malformed_urls_are_refused(url: str) -> None:
+    with pytest.raises(UnsafeDestination):
+        await ssrf.check_url(url)
+
+
+async def test_public_addresses_pass_and_keep_their_name() -> None:
+    destination = await ssrf.check_url("https://93.184.216.34:8443/hooks?x=1")
+    assert (str(destination.ip), destination.port, destination.scheme) == ("93.184.216.34", 8443, "https")
+    assert ssrf.forbidden_reason(destination.ip) is None
+
+
+async def test_allow_list_opens_localhost_and_requests_go_to_the_checked_address(listener: list[str]) -> None:
+    port = listener[0].removeprefix("port:")
+    destination = await ssrf.check_url(f"http://localhost:{port}/hook", allow=["127.0.0.0/8"])
+    assert str(destination.ip) == "127.0.0.1"
+    async with httpx.AsyncClient() as client:
+        reply = await ssrf.pinned_request(client, "POST", destination, content=b"{}")
+    assert reply.status_code == 204
+    assert listener[1:] == [f"localhost:{port}"]  # the name travelled in Host
+
+
+async def test_a_name_with_any_internal_answer_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS answers one public and one private address: refused (no picking the good one)."""
+
+    async def getaddrinfo(*_args: object, **_kwargs: object) -> list[tuple[object, ...]]:
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 443)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.5", 443)),
+        ]
+
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+    with pytest.raises(UnsafeDestination) as err:
+        await ssrf.check_url("https://rebind.example/")
+    assert err.value.reason == "private"
