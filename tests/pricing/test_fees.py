@@ -52,5 +52,5 @@ def test_examples() -> None:
     "kwargs", [{"bps": -1}, {"bps": 10_001}, {"bps": 1, "fixed": -1}, {"bps": 1, "minimum": 5, "maximum": 4}]
 )
 def test_bad_schedules_are_refused(kwargs: dict[str, int]) -> None:
-    with pytest.raises(ValueError, match="bps|fixed|maximum"):
+    with pytest.raises(ValueError, match=r"bps|fixed|maximum"):
         FeeSchedule(**kwargs)
