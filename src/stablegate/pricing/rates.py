@@ -1,0 +1,92 @@
+"""FX rates (design 0004): a `RateProvider` answers "how many `quote` for one `base`" with
+the time the rate was true; a rate older than its maximum age is refused, never used.
+
+Two providers: `StaticRates` (configuration: fixed pegs, tests) and `ChainlinkFeed`
+(an AggregatorV3-style feed contract read over JSON-RPC; on anvil our MockPriceFeed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+
+from eth_abi.abi import decode
+from eth_utils.crypto import keccak
+
+from stablegate.chains.rpc import RpcClient
+
+LATEST_ROUND_DATA = "0x" + keccak(text="latestRoundData()").hex()[:8]
+DECIMALS = "0x" + keccak(text="decimals()").hex()[:8]
+
+
+class RateUnavailable(Exception):
+    """No usable rate: missing, non-positive, or older than allowed (`reason` says which)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Rate:
+    base: str
+    quote: str
+    value: Decimal  # quote units per one base unit (major units, e.g. USD per USDC)
+    as_of: dt.datetime
+    source: str
+
+
+class RateProvider(Protocol):
+    async def rate(self, base: str, quote: str) -> Rate: ...
+
+
+def checked(rate: Rate, max_age_s: float, now: dt.datetime) -> Rate:
+    """The rate if it is fresh and positive; otherwise RateUnavailable."""
+    if rate.value <= 0:
+        raise RateUnavailable("rate_invalid", f"{rate.base}/{rate.quote} = {rate.value} from {rate.source}")
+    age_s = (now - rate.as_of).total_seconds()
+    if age_s > max_age_s:
+        raise RateUnavailable("rate_stale", f"{rate.base}/{rate.quote} is {age_s:.0f}s old (max {max_age_s:.0f}s)")
+    return rate
+
+
+class StaticRates:
+    """Configured rates (pegs). `as_of` is now: a configured rate does not age."""
+
+    def __init__(self, rates: dict[tuple[str, str], Decimal]) -> None:
+        self._rates = dict(rates)
+
+    async def rate(self, base: str, quote: str) -> Rate:
+        now = dt.datetime.now(dt.UTC)
+        if (base, quote) in self._rates:
+            return Rate(base, quote, self._rates[base, quote], now, "static")
+        if (quote, base) in self._rates:
+            return Rate(base, quote, 1 / self._rates[quote, base], now, "static")
+        raise RateUnavailable("rate_unknown", f"no configured rate for {base}/{quote}")
+
+
+class ChainlinkFeed:
+    """One pair read from a Chainlink-style feed: `latestRoundData()` → (roundId, answer,
+    startedAt, updatedAt, answeredInRound), scaled by `decimals()`."""
+
+    def __init__(self, rpc: RpcClient, feed: str, base: str, quote: str) -> None:
+        self.rpc, self.feed, self.base, self.quote = rpc, feed, base, quote
+        self._decimals: int | None = None
+
+    async def rate(self, base: str, quote: str) -> Rate:
+        if (base, quote) != (self.base, self.quote):
+            raise RateUnavailable("rate_unknown", f"feed {self.feed} quotes {self.base}/{self.quote}")
+        if self._decimals is None:
+            self._decimals = int(await self._call(DECIMALS), 16)
+        raw = bytes.fromhex((await self._call(LATEST_ROUND_DATA)).removeprefix("0x"))
+        _round, answer, _started, updated_at, _answered = decode(
+            ["uint80", "int256", "uint256", "uint256", "uint80"], raw
+        )
+        value = Decimal(answer).scaleb(-self._decimals)
+        as_of = dt.datetime.fromtimestamp(updated_at, dt.UTC)
+        return Rate(base, quote, value, as_of, f"chainlink:{self.feed}")
+
+    async def _call(self, selector: str) -> str:
+        return str(await self.rpc.call("eth_call", {"to": self.feed, "data": selector}, "latest"))

@@ -1,0 +1,66 @@
+"""Rate providers: a configured peg; a Chainlink-style feed read from a real anvil (our
+MockPriceFeed); stale or invalid rates refused, never used."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from eth_account import Account
+from web3 import Web3
+
+from stablegate.chains.anvil import DEV_PRIVATE_KEYS, Anvil
+from stablegate.chains.rpc import RpcClient
+from stablegate.pricing.rates import ChainlinkFeed, Rate, RateUnavailable, StaticRates, checked
+from stablegate.rails import contracts
+from stablegate.rails.deploy import deploy_local
+
+NOW = dt.datetime(2026, 11, 24, 12, tzinfo=dt.UTC)
+
+
+async def test_static_rates_and_their_inverse() -> None:
+    rates = StaticRates({("EUR", "USD"): Decimal("1.08")})
+    assert (await rates.rate("EUR", "USD")).value == Decimal("1.08")
+    assert (await rates.rate("USD", "EUR")).value == 1 / Decimal("1.08")
+    with pytest.raises(RateUnavailable) as err:
+        await rates.rate("GBP", "USD")
+    assert err.value.reason == "rate_unknown"
+
+
+def test_stale_and_invalid_rates_are_refused() -> None:
+    fresh = Rate("USDC", "USD", Decimal("0.9998"), NOW - dt.timedelta(seconds=30), "t")
+    assert checked(fresh, max_age_s=3600, now=NOW) is fresh
+    with pytest.raises(RateUnavailable) as err:
+        checked(Rate("USDC", "USD", Decimal("1"), NOW - dt.timedelta(hours=2), "t"), max_age_s=3600, now=NOW)
+    assert err.value.reason == "rate_stale"
+    with pytest.raises(RateUnavailable) as err:
+        checked(Rate("USDC", "USD", Decimal("0"), NOW, "t"), max_age_s=3600, now=NOW)
+    assert err.value.reason == "rate_invalid"
+
+
+async def test_chainlink_feed_on_anvil_and_its_staleness(anvil: Anvil) -> None:
+    stack = deploy_local(anvil.url)
+    rpc = RpcClient("local", [anvil.url])
+    feed = ChainlinkFeed(rpc, stack.price_feed.lower(), "USDC", "USD")
+    try:
+        rate = await feed.rate("USDC", "USD")
+        assert rate.value == Decimal("1.00000000") and rate.source.startswith("chainlink:")
+        assert checked(rate, max_age_s=3600, now=rate.as_of + dt.timedelta(seconds=5)) is rate
+
+        # The feed's owner reports an old round: the provider returns it, the check refuses it.
+        w3 = Web3(Web3.HTTPProvider(anvil.url))
+        owner = Account.from_key(DEV_PRIVATE_KEYS[0])
+        mock = w3.eth.contract(address=stack.price_feed, abi=contracts.abi("MockPriceFeed"))
+        updated_at = int(rate.as_of.timestamp()) - 7200
+        tx = mock.functions.setRoundData(99_970_000, updated_at).build_transaction(
+            {"from": owner.address, "nonce": w3.eth.get_transaction_count(owner.address), "chainId": stack.chain_id}
+        )
+        w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(owner.sign_transaction(tx).raw_transaction))
+        old = await feed.rate("USDC", "USD")
+        assert old.value == Decimal("0.99970000")
+        with pytest.raises(RateUnavailable) as err:
+            checked(old, max_age_s=3600, now=rate.as_of)
+        assert err.value.reason == "rate_stale"
+    finally:
+        await rpc.aclose()
