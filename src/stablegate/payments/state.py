@@ -1,0 +1,100 @@
+"""The payment state machine (design 0004), in one pure function: what a payment becomes
+after something happens, and which events that emits. No I/O: the service loads, calls
+`transition`, stores the result and its events in one transaction.
+
+`status` is where the payment is; `paid` and `late` say what was paid, from *confirmed*
+amounts only (seen money can still vanish in a reorg).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+OPEN = ("requires_payment", "processing")
+TERMINAL = ("succeeded", "expired", "canceled")
+STATUSES = OPEN + TERMINAL
+PAID = ("none", "underpaid", "exact", "overpaid")
+
+
+class InvalidTransition(Exception):
+    """A request the payment's state does not allow (e.g. cancel after money was seen)."""
+
+    def __init__(self, status: str, action: str) -> None:
+        super().__init__(f"a {status} payment cannot be {action}")
+        self.status, self.action = status, action
+
+
+@dataclass(frozen=True)
+class PaymentState:
+    status: str
+    due: int  # base units of the quoted asset
+    seen: int = 0  # seen, not yet confirmed, not orphaned
+    confirmed: int = 0
+    paid: str = "none"
+    late: bool = False
+
+    def __post_init__(self) -> None:
+        assert self.status in STATUSES and self.paid in PAID and self.due > 0
+        assert self.seen >= 0 and self.confirmed >= 0
+
+
+@dataclass(frozen=True)
+class Receipts:
+    """The payment's on-chain totals after an observation changed (seen, confirmed, orphaned)."""
+
+    seen: int
+    confirmed: int
+
+
+@dataclass(frozen=True)
+class Expire:
+    pass
+
+
+@dataclass(frozen=True)
+class Cancel:
+    pass
+
+
+Happening = Receipts | Expire | Cancel
+
+
+def paid_flag(confirmed: int, due: int) -> str:
+    if confirmed == 0:
+        return "none"
+    if confirmed < due:
+        return "underpaid"
+    return "exact" if confirmed == due else "overpaid"
+
+
+def transition(state: PaymentState, happening: Happening) -> tuple[PaymentState, list[str]]:
+    """The next state and the event types to record, in order."""
+    if isinstance(happening, Expire):
+        if state.status != "requires_payment":
+            return state, []  # money is on its way (processing) or the payment is over
+        return replace(state, status="expired"), ["payment.expired"]
+    if isinstance(happening, Cancel):
+        if state.status != "requires_payment":
+            raise InvalidTransition(state.status, "canceled")
+        return replace(state, status="canceled"), ["payment.canceled"]
+    return _receipts(state, happening)
+
+
+def _receipts(state: PaymentState, totals: Receipts) -> tuple[PaymentState, list[str]]:
+    paid = paid_flag(totals.confirmed, state.due)
+    status = state.status
+    if status in OPEN:
+        if totals.confirmed >= state.due:
+            status = "succeeded"
+        elif totals.seen + totals.confirmed > 0:
+            status = "processing"
+        else:
+            status = "requires_payment"  # what was seen was orphaned
+    late = state.late or (state.status in ("expired", "canceled") and totals.seen + totals.confirmed > 0)
+    new = replace(state, status=status, seen=totals.seen, confirmed=totals.confirmed, paid=paid, late=late)
+    events = [f"payment.{status}"] if status != state.status else []
+    if paid != state.paid and paid in ("underpaid", "overpaid"):
+        events.append(f"payment.{paid}")
+    if late and not state.late:
+        events.append("payment.paid_late")
+    return new, events

@@ -1,0 +1,102 @@
+"""The payment state machine, exhaustively: every status × every kind of happening, then
+random sequences (hypothesis) against the rules of design 0004."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stablegate.payments.state import (
+    STATUSES,
+    Cancel,
+    Expire,
+    InvalidTransition,
+    PaymentState,
+    Receipts,
+    paid_flag,
+    transition,
+)
+
+DUE = 100
+TOTALS = [Receipts(0, 0), Receipts(40, 0), Receipts(0, 40), Receipts(60, 40), Receipts(0, 100), Receipts(0, 150)]
+
+
+def reachable(status: str, r: Receipts) -> bool:
+    """The (status, totals) pairs the machine can be in."""
+    if status == "succeeded":
+        return r.confirmed >= DUE
+    if status == "requires_payment":
+        return r.seen + r.confirmed == 0
+    if status == "processing":
+        return r.seen + r.confirmed > 0 and r.confirmed < DUE
+    return True
+
+
+def states() -> list[PaymentState]:
+    return [
+        PaymentState(status, DUE, seen=r.seen, confirmed=r.confirmed, paid=paid_flag(r.confirmed, DUE))
+        for status, r in itertools.product(STATUSES, TOTALS)
+        if reachable(status, r)
+    ]
+
+
+@pytest.mark.parametrize("state", states(), ids=lambda s: f"{s.status}-{s.seen}-{s.confirmed}")
+@pytest.mark.parametrize("totals", TOTALS, ids=lambda r: f"to-{r.seen}-{r.confirmed}")
+def test_every_state_and_receipt_change(state: PaymentState, totals: Receipts) -> None:
+    new, events = transition(state, totals)
+    assert new.paid == paid_flag(totals.confirmed, DUE) and (new.seen, new.confirmed) == (totals.seen, totals.confirmed)
+    if state.status in ("succeeded", "expired", "canceled"):
+        assert new.status == state.status  # over is over; money still counts (late / overpaid)
+        assert new.late == (state.status != "succeeded" and totals.seen + totals.confirmed > 0)
+    elif totals.confirmed >= DUE:
+        assert new.status == "succeeded" and events[0] == "payment.succeeded"
+    elif totals.seen + totals.confirmed > 0:
+        assert new.status == "processing"
+    else:
+        assert new.status == "requires_payment"
+    assert (new.status != state.status) == any(e == f"payment.{new.status}" for e in events)
+    assert ("payment.overpaid" in events) == (new.paid == "overpaid" and state.paid != "overpaid")
+    assert ("payment.paid_late" in events) == (new.late and not state.late)
+
+
+@pytest.mark.parametrize("state", states(), ids=lambda s: f"{s.status}-{s.seen}-{s.confirmed}")
+def test_every_state_and_expiry_or_cancel(state: PaymentState) -> None:
+    expired, events = transition(state, Expire())
+    if state.status == "requires_payment":
+        assert (expired.status, events) == ("expired", ["payment.expired"])
+    else:
+        assert (expired, events) == (state, [])
+    if state.status == "requires_payment":
+        assert transition(state, Cancel()) == (PaymentState("canceled", DUE), ["payment.canceled"])
+    else:
+        with pytest.raises(InvalidTransition):
+            transition(state, Cancel())
+
+
+happenings = st.one_of(
+    st.builds(Receipts, st.integers(0, 300), st.integers(0, 300)), st.just(Expire()), st.just(Cancel())
+)
+
+
+@given(st.lists(happenings, max_size=12))
+def test_random_sequences_keep_the_rules(sequence: list[object]) -> None:
+    state = PaymentState("requires_payment", DUE)
+    for happening in sequence:
+        try:
+            new, events = transition(state, happening)  # type: ignore[arg-type]
+        except InvalidTransition:
+            assert isinstance(happening, Cancel) and state.status != "requires_payment"
+            continue
+        if state.status in ("succeeded", "expired", "canceled"):
+            assert new.status == state.status  # terminal statuses are never left
+        if new.status == "succeeded" and state.status != "succeeded":
+            assert new.confirmed >= DUE and events[0] == "payment.succeeded"
+        if new.status == "expired" and state.status != "expired":
+            assert state.status == "requires_payment"  # never expires with money on its way
+        if new.status in ("requires_payment", "processing"):
+            assert reachable(new.status, Receipts(new.seen, new.confirmed))
+        assert new.paid == paid_flag(new.confirmed, DUE)
+        state = new
