@@ -77,10 +77,9 @@ async def run(db: Database, data_dir: Path, merchant_id: str, check: Check) -> N
         await follower.rpc.aclose()
 
 
-async def _settle(net: localnet.LocalNet, follower: Follower) -> None:
+async def _settle(wallet: Wallet, follower: Follower) -> None:
     """Mine the confirmation depth and let the follower read it."""
-    mine = [hex(localnet.LOCAL_CONFIRMATIONS)]
-    connect(net.anvil.url).provider.make_request("anvil_mine", mine)  # type: ignore[arg-type]
+    wallet.w3.provider.make_request("anvil_mine", [hex(localnet.LOCAL_CONFIRMATIONS)])  # type: ignore[arg-type]
     await follower.sync()
 
 
@@ -98,7 +97,7 @@ async def _deposit_payment(
     await follower.sync()
     seen = await _observation(db, tx_hash=tx_hash)
     check("transfer seen", seen is not None and seen["status"] == "seen", f"25 USDC in block {receipt['blockNumber']}")
-    await _settle(net, follower)
+    await _settle(wallet, follower)
     confirmed = await _observation(db, tx_hash=tx_hash)
     ok = confirmed is not None and confirmed["status"] == "confirmed" and confirmed["owner_ref"] == ref
     check("transfer confirmed", ok, f"after {localnet.LOCAL_CONFIRMATIONS} blocks, for {ref}")
@@ -118,7 +117,7 @@ async def _router_payment(
     router = wallet.w3.eth.contract(address=Web3.to_checksum_address(stack.router), abi=contracts.abi("PaymentRouter"))
     wallet.send(wallet.token(stack.usdc).functions.approve(router.address, terms.amount))
     paid = wallet.send(router.functions.pay(intent_args(signed.intent), signed.signature))
-    await _settle(net, follower)
+    await _settle(wallet, follower)
     intent_id = "0x" + signed.intent.id.hex()
     async with db.session() as session:
         status = await session.scalar(text("SELECT status FROM rails_intents WHERE id = :id"), {"id": intent_id})

@@ -10,20 +10,20 @@ from typing import Any
 import pytest
 from eth_account import Account
 from sqlalchemy import text
-from stablegate.rails.deploy import LocalStack, deploy_local
-from stablegate.rails.deposits import deposit_address, deposit_salt
 from web3 import Web3
 
-from stablegate.chains import registry
+from stablegate import localnet
 from stablegate.chains import service as chains
 from stablegate.chains.anvil import DEV_PRIVATE_KEYS, Anvil
 from stablegate.chains.follower import Follower
-from stablegate.chains.registry import ChainConfig, TokenConfig
+from stablegate.chains.registry import ChainConfig
 from stablegate.chains.service import ChainEvent
 from stablegate.db import Database
 from stablegate.rails import contracts
+from stablegate.rails.deploy import LocalStack, deploy_local
+from stablegate.rails.deposits import deposit_address, deposit_salt
 
-CONFIRMATIONS = 3
+CONFIRMATIONS = localnet.LOCAL_CONFIRMATIONS
 _refs = itertools.count()
 
 
@@ -78,26 +78,11 @@ class Chain:
         return tx_hash
 
 
-def local_config(stack: LocalStack, url: str, **overrides: Any) -> ChainConfig:
-    tokens = (
-        TokenConfig("USDC", stack.usdc, 6, "USDC.local"),
-        TokenConfig("DAI", stack.dai, 18, "DAI.local"),
-    )
-    defaults: dict[str, Any] = {
-        "confirmations": CONFIRMATIONS,
-        "max_range_blocks": 50,
-        "poll_interval_ms": 100,
-        "router": stack.router,
-        "deposit_factory": stack.factory,
-        "forwarder_implementation": stack.forwarder_implementation,
-    }
-    return registry.local_chain(url, tokens, **(defaults | overrides))
-
-
 @pytest.fixture
 def chain(anvil: Anvil) -> Chain:
     stack = deploy_local(anvil.url)
-    return Chain(anvil, Web3(Web3.HTTPProvider(anvil.url)), stack, local_config(stack, anvil.url))
+    config = localnet.chain_config(stack, anvil.url, max_range_blocks=50, poll_interval_ms=100)
+    return Chain(anvil, Web3(Web3.HTTPProvider(anvil.url)), stack, config)
 
 
 @pytest.fixture

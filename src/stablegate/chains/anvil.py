@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,9 +130,3 @@ class Anvil:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
-
-
-@contextlib.contextmanager
-def running(**kwargs: object) -> Iterator[Anvil]:
-    with Anvil(**kwargs) as chain:  # type: ignore[arg-type]
-        yield chain

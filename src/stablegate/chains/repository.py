@@ -272,7 +272,3 @@ async def move_lookalike_block(session: AsyncSession, chain_id: int, block_numbe
 async def try_lead(session: AsyncSession, lock_key: int) -> bool:
     rows = await _fetch(session, "SELECT pg_try_advisory_lock($1) AS ok", lock_key)
     return bool(rows[0]["ok"])
-
-
-async def unlock(session: AsyncSession, lock_key: int) -> None:
-    await _fetch(session, "SELECT pg_advisory_unlock($1)", lock_key)

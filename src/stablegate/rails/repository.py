@@ -24,14 +24,6 @@ async def insert_deposit_address(session: AsyncSession, values: dict[str, Any]) 
     return str(row.address)
 
 
-async def deposit_addresses(session: AsyncSession, chain_id: int, addresses: list[str]) -> list[Any]:
-    rows = await session.execute(
-        text("SELECT * FROM rails_deposit_addresses WHERE chain_id = :chain_id AND address = ANY (:addresses)"),
-        {"chain_id": chain_id, "addresses": addresses},
-    )
-    return list(rows.mappings())
-
-
 async def insert_intent(session: AsyncSession, values: dict[str, Any]) -> None:
     await session.execute(
         text(
@@ -42,11 +34,6 @@ async def insert_intent(session: AsyncSession, values: dict[str, Any]) -> None:
         ),
         values,
     )
-
-
-async def get_intent(session: AsyncSession, intent_id: str) -> Any:
-    rows = await session.execute(text("SELECT * FROM rails_intents WHERE id = :id"), {"id": intent_id})
-    return rows.mappings().one_or_none()
 
 
 async def mark_intent_paid(session: AsyncSession, intent_id: str, observation_id: int, event: dict[str, Any]) -> bool:
