@@ -18,7 +18,7 @@ from eth_utils.crypto import keccak
 from web3 import Web3
 from web3.types import RPCEndpoint, TxReceipt
 
-from stablegate.chains.anvil import DEV_PRIVATE_KEYS
+from stablegate.chains.anvil import DEV_PRIVATE_KEYS, LOCAL_CHAIN_ID
 from stablegate.rails import contracts
 
 RECEIPT_TIMEOUT_S = 30.0
@@ -194,23 +194,30 @@ def deploy_local(rpc_url: str) -> LocalStack:
     )
 
 
-def existing_local(rpc_url: str) -> LocalStack | None:
-    """The stack a previous `deploy_local` left on this chain (anvil restarted from its
-    --state file), or None when any of its contracts is missing."""
-    w3 = connect(rpc_url)
+def planned_local(chain_id: int = LOCAL_CHAIN_ID) -> LocalStack:
+    """Where `deploy_local` puts the stack on a fresh chain (nothing is checked on chain):
+    enough to configure a process that only signs intents and derives deposit addresses."""
     deployer = Account.from_key(DEV_PRIVATE_KEYS[0]).address
-    addresses = deployed_addresses(deployer, 0)
-    if any(w3.eth.get_code(to_checksum_address(a)) in (b"", None) for a in addresses.values()):
-        return None
     treasury, fee_recipient, *payers = (Account.from_key(key).address for key in DEV_PRIVATE_KEYS[1:])
     return LocalStack(
-        chain_id=int(w3.eth.chain_id),
+        chain_id=chain_id,
         deployer=deployer,
         treasury=treasury,
         fee_recipient=fee_recipient,
         payers=tuple(payers),
-        **addresses,
+        **deployed_addresses(deployer, 0),
     )
+
+
+def existing_local(rpc_url: str) -> LocalStack | None:
+    """The stack a previous `deploy_local` left on this chain (anvil restarted from its
+    --state file), or None when any of its contracts is missing."""
+    w3 = connect(rpc_url)
+    planned = planned_local(int(w3.eth.chain_id))
+    addresses = deployed_addresses(planned.deployer, 0)
+    if any(w3.eth.get_code(to_checksum_address(a)) in (b"", None) for a in addresses.values()):
+        return None
+    return planned
 
 
 def ensure_local(rpc_url: str) -> LocalStack:

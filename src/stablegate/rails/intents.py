@@ -8,9 +8,11 @@ Also signs EIP-2612 permits, as a payer's wallet does, for the one-transaction p
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
+import coincurve
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_utils.address import is_address, to_checksum_address
@@ -22,6 +24,7 @@ ROUTER_DOMAIN_VERSION = "1"
 UINT256_LIMIT = 2**256
 ID_BYTES = 32
 SIGNATURE_BYTES = 65
+SECP256K1_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
 
 _DOMAIN_FIELDS = [
     {"name": "name", "type": "string"},
@@ -119,16 +122,60 @@ def typed_data_digest(signable: SignableMessage) -> bytes:
     return keccak(b"\x19" + signable.version + signable.header + signable.body)
 
 
+# The router's EIP-712 constants, for the hand-encoded digest below (one keccak per
+# struct instead of eth-account's generic typed-data encoder: 60 µs instead of 3 ms a
+# signature, which was most of the cost of creating a payment).
+_DOMAIN_TYPEHASH = keccak(b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
+_INTENT_TYPEHASH = keccak(
+    b"Intent(bytes32 id,address token,uint256 amount,uint256 fee,address recipient,address feeRecipient,"
+    b"uint256 deadline)"
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _domain_separator(chain_id: int, router: str) -> bytes:
+    return keccak(
+        _DOMAIN_TYPEHASH
+        + keccak(ROUTER_DOMAIN_NAME.encode())
+        + keccak(ROUTER_DOMAIN_VERSION.encode())
+        + chain_id.to_bytes(32, "big")
+        + _address_word(router)
+    )
+
+
+def _address_word(address: str) -> bytes:
+    return bytes(12) + bytes.fromhex(address.removeprefix("0x"))
+
+
 def intent_digest(intent: Intent, *, chain_id: int, router: str) -> bytes:
-    """Equals PaymentRouter.intentDigest(intent) on that chain and router."""
-    return typed_data_digest(intent_typed_data(intent, chain_id=chain_id, router=router))
+    """Equals PaymentRouter.intentDigest(intent) on that chain and router (and eth-account's
+    encoding of `intent_typed_data`, which tests check it against)."""
+    struct = keccak(
+        _INTENT_TYPEHASH
+        + intent.id
+        + _address_word(intent.token)
+        + intent.amount.to_bytes(32, "big")
+        + intent.fee.to_bytes(32, "big")
+        + _address_word(intent.recipient)
+        + _address_word(intent.fee_recipient)
+        + intent.deadline.to_bytes(32, "big")
+    )
+    return keccak(b"\x19\x01" + _domain_separator(chain_id, router.lower()) + struct)
+
+
+@functools.lru_cache(maxsize=8)
+def _signing_key(private_key: str) -> coincurve.PrivateKey:
+    return coincurve.PrivateKey(bytes.fromhex(private_key.removeprefix("0x")))
 
 
 def sign_intent(intent: Intent, *, chain_id: int, router: str, private_key: str) -> bytes:
     """The operator's 65-byte signature (r ‖ s ‖ v, v in {27, 28}, low s) of `intent`."""
-    signed = Account.sign_message(intent_typed_data(intent, chain_id=chain_id, router=router), private_key)
-    signature = bytes(signed.signature)
-    assert len(signature) == SIGNATURE_BYTES and signature[-1] in (27, 28)
+    # libsecp256k1 signs deterministically (RFC 6979) with a normalised (low) s.
+    recoverable = _signing_key(private_key).sign_recoverable(
+        intent_digest(intent, chain_id=chain_id, router=router), hasher=None
+    )
+    signature = recoverable[:64] + bytes([27 + recoverable[64]])
+    assert len(signature) == SIGNATURE_BYTES and int.from_bytes(signature[32:64], "big") <= SECP256K1_HALF_N
     return signature
 
 

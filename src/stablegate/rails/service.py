@@ -4,7 +4,9 @@ addresses (design 0003). Other domains call these; the follower reports back thr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,22 +33,36 @@ class SignedIntent:
 async def create_deposit_address(session: AsyncSession, chain: ChainConfig, owner_ref: str) -> str:
     """The owner's counterfactual deposit address on `chain`, watched from this transaction
     on. Idempotent per (chain, owner). Nothing is deployed: the first sweep deploys it."""
+    return (await create_payment_instructions(session, chain, owner_ref, [], None))[0]
+
+
+async def create_payment_instructions(
+    session: AsyncSession,
+    chain: ChainConfig,
+    owner_ref: str,
+    intents: Sequence[tuple[str, IntentTerms]],
+    signer_key: str | None,
+) -> tuple[str, list[SignedIntent]]:
+    """Both ways to pay on one chain, stored in one statement: the owner's deposit address
+    (watched from this transaction on) and a signed intent per (intent owner, terms)."""
     assert 1 <= len(owner_ref) <= MAX_OWNER_REF_CHARS
     if chain.deposit_factory is None or chain.forwarder_implementation is None:
         raise ValueError(f"chain {chain.name}: no deposit factory configured")
     salt = deposit_salt(owner_ref)
     address = deposit_address(chain.deposit_factory, chain.forwarder_implementation, salt).lower()
-    values = {
+    deposit = {
         "chain_id": chain.chain_id,
         "address": address,
         "salt": "0x" + salt.hex(),
         "factory": chain.deposit_factory,
         "owner_ref": owner_ref,
     }
-    stored = await repository.insert_deposit_address(session, values)
+    signed = _sign_all(chain, intents, signer_key)
+    rows = [_row(s, ref) for s, (ref, _) in zip(signed, intents, strict=True)]
+    stored = await repository.insert_deposit_address_and_intents(session, deposit, rows)
     assert stored == address, "an owner's deposit address never changes"
     await chains.watch_address(session, chain.chain_id, address, owner_ref)
-    return address
+    return address, signed
 
 
 @dataclass(frozen=True)
@@ -63,8 +79,29 @@ async def create_intent(
     session: AsyncSession, chain: ChainConfig, owner_ref: str, terms: IntentTerms, signer_key: str
 ) -> SignedIntent:
     """Sign and store the intent for `owner_ref` (one per owner: the id derives from it)."""
-    if chain.router is None:
-        raise ValueError(f"chain {chain.name}: no payment router configured")
+    return (await create_intents(session, chain, [(owner_ref, terms)], signer_key))[0]
+
+
+async def create_intents(
+    session: AsyncSession, chain: ChainConfig, items: Sequence[tuple[str, IntentTerms]], signer_key: str
+) -> list[SignedIntent]:
+    """Sign and store several intents on one chain in one statement."""
+    signed = _sign_all(chain, items, signer_key)
+    await repository.insert_intents(session, [_row(s, ref) for s, (ref, _) in zip(signed, items, strict=True)])
+    return signed
+
+
+def _sign_all(
+    chain: ChainConfig, items: Sequence[tuple[str, IntentTerms]], signer_key: str | None
+) -> list[SignedIntent]:
+    if not items:
+        return []
+    if chain.router is None or signer_key is None:
+        raise ValueError(f"chain {chain.name}: no payment router or no intent signer configured")
+    return [_sign(chain, chain.router, owner_ref, terms, signer_key) for owner_ref, terms in items]
+
+
+def _sign(chain: ChainConfig, router: str, owner_ref: str, terms: IntentTerms, signer_key: str) -> SignedIntent:
     assert chain.token(terms.token) is not None, "intents are for configured tokens only"
     assert 0 <= terms.fee <= terms.amount and terms.amount > 0
     intent = Intent(
@@ -76,22 +113,25 @@ async def create_intent(
         fee_recipient=terms.fee_recipient.lower(),
         deadline=terms.deadline_s,
     )
-    signature = sign_intent(intent, chain_id=chain.chain_id, router=chain.router, private_key=signer_key)
-    values = {
+    signature = sign_intent(intent, chain_id=chain.chain_id, router=router, private_key=signer_key)
+    return SignedIntent(intent, signature, router, chain.chain_id)
+
+
+def _row(signed: SignedIntent, owner_ref: str) -> dict[str, Any]:
+    intent = signed.intent
+    return {
         "id": "0x" + intent.id.hex(),
-        "chain_id": chain.chain_id,
-        "router": chain.router,
+        "chain_id": signed.chain_id,
+        "router": signed.router,
         "token": intent.token,
-        "amount": intent.amount,
-        "fee": intent.fee,
+        "amount": str(intent.amount),  # JSON for the batch insert: exact as text
+        "fee": str(intent.fee),
         "recipient": intent.recipient,
         "fee_recipient": intent.fee_recipient,
         "deadline_s": intent.deadline,
         "owner_ref": owner_ref,
-        "signature": "0x" + signature.hex(),
+        "signature": "0x" + signed.signature.hex(),
     }
-    await repository.insert_intent(session, values)
-    return SignedIntent(intent, signature, chain.router, chain.chain_id)
 
 
 async def on_chain_event(session: AsyncSession, event: ChainEvent) -> None:
