@@ -45,14 +45,18 @@ def _pin(cpu: int, pid: int = 0) -> None:
         os.sched_setaffinity(pid, {cpu})
 
 
-def start_server(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = os.environ | {
-        "DATABASE_URL": url,
-        "STABLEGATE_SECRET_KEY": TEST_SECRET,
-        "STABLEGATE_RATE_LIMIT_PER_S": "1000000",
-        "STABLEGATE_RATE_LIMIT_BURST": "1000000",
-        "STABLEGATE_LOG_LEVEL": "WARNING",
-    }
+def start_server(url: str, port: int, log: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    env = (
+        os.environ
+        | (extra_env or {})
+        | {
+            "DATABASE_URL": url,
+            "STABLEGATE_SECRET_KEY": TEST_SECRET,
+            "STABLEGATE_RATE_LIMIT_PER_S": "1000000",
+            "STABLEGATE_RATE_LIMIT_BURST": "1000000",
+            "STABLEGATE_LOG_LEVEL": "WARNING",
+        }
+    )
     out = log.open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "stablegate", "api", "--port", str(port)], env=env, stdout=out, stderr=out

@@ -3,6 +3,7 @@ the embedded one), migrated to head, and a real API server process on a loopback
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -118,9 +119,29 @@ def stop_server(server: ApiServer) -> None:
         server.process.kill()
 
 
+def payments_env(directory: Path) -> dict[str, str]:
+    """Configuration for a server that creates payments on the local chain (where a fresh
+    anvil gets our contracts): creating one signs and derives, it calls no RPC. Webhook
+    endpoints on this machine are allowed, as in development."""
+    from stablegate import localnet
+    from stablegate.chains import registry
+    from stablegate.chains.anvil import DEV_PRIVATE_KEYS
+    from stablegate.rails.deploy import planned_local
+
+    chains_file = directory / "chains.json"
+    chain = localnet.chain_config(planned_local(), "http://127.0.0.1:9")
+    chains_file.write_text(json.dumps([registry.to_dict(chain)]))
+    return {
+        "STABLEGATE_CHAINS_FILE": str(chains_file),
+        "STABLEGATE_INTENT_SIGNER_KEY": DEV_PRIVATE_KEYS[0],
+        "STABLEGATE_WEBHOOK_ALLOW": "127.0.0.1/32",
+    }
+
+
 @pytest.fixture(scope="session")
 def api(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    server = start_server(database_url, tmp_path_factory.mktemp("api") / "server.log")
+    directory = tmp_path_factory.mktemp("api")
+    server = start_server(database_url, directory / "server.log", payments_env(directory))
     yield server
     stop_server(server)
 

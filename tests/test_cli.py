@@ -74,3 +74,58 @@ def test_ledger_export_command(database_url: str, tmp_path: object) -> None:
         text=True,
     )
     assert bad.returncode == 2
+
+
+def test_payment_settings_commands(database_url: str) -> None:
+    merchant = str(stablegate(database_url, "merchants", "create", "--name", "Fees Co", "--json")["id"])
+    profile = stablegate(
+        database_url,
+        "merchants",
+        "payment-profile",
+        "--merchant",
+        merchant,
+        "--spread-bps",
+        "25",
+        "--accept",
+        "base:USDC",
+        "--json",
+    )
+    assert profile["accepted"] == ["base:USDC"]
+    schedule = stablegate(
+        database_url,
+        "merchants",
+        "fee-schedule",
+        "--merchant",
+        merchant,
+        "--bps",
+        "80",
+        "--rail",
+        "contract",
+        "--asset",
+        "USDC.base",
+        "--fixed",
+        "100000",
+        "--json",
+    )
+    assert (schedule["bps"], schedule["fixed"]) == (80, 100000)
+    env = os.environ | {"DATABASE_URL": database_url}
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stablegate",
+            "merchants",
+            "fee-schedule",
+            "--merchant",
+            merchant,
+            "--bps",
+            "80",
+            "--fixed",
+            "5",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2 and "named asset" in refused.stdout

@@ -119,6 +119,7 @@ def watcher(
 ) -> None:
     """Follow each configured chain's blocks (STABLEGATE_CHAINS, STABLEGATE_RPC_<NAME>,
     STABLEGATE_CHAINS_FILE); one leader per chain across processes."""
+    import stablegate.payments.receipts  # registers its chain-event subscriber
     import stablegate.rails.service  # noqa: F401 (registers its chain-event subscriber)
     from stablegate.chains import registry
     from stablegate.chains.watcher import run
@@ -221,6 +222,56 @@ def merchants_list(as_json: JsonOpt = False) -> None:
         print(json.dumps({"data": data}))
         return
     _table(["id", "name", "created"], [list(d.values()) for d in data])
+
+
+@merchants_app.command("payment-profile")
+def merchants_payment_profile(
+    merchant: Annotated[str, typer.Option(help="Merchant id (mch_…).")],
+    spread_bps: Annotated[int, typer.Option(help="FX spread added to quotes, 0–1000 basis points.")],
+    accept: Annotated[
+        list[str] | None, typer.Option(help="Default accepted option 'chain:SYMBOL'; repeat (none: all).")
+    ] = None,
+    mode: Annotated[str, typer.Option(help="test or live.")] = "test",
+    as_json: JsonOpt = False,
+) -> None:
+    """Set a merchant's payment defaults: FX spread and accepted chains/tokens."""
+    from stablegate.payments import service as payments
+
+    async def apply(session: AsyncSession) -> None:
+        await merchants.get_merchant(session, merchant)
+        await payments.set_profile(session, merchant, mode, spread_bps=spread_bps, accepted=accept or [])
+
+    _run_in_session(apply)
+    payload = {"merchant": merchant, "mode": mode, "spread_bps": spread_bps, "accepted": accept or []}
+    _emit(
+        as_json, payload, f"payment profile of {merchant} ({mode}): spread {spread_bps} bps, accepts {accept or 'all'}"
+    )
+
+
+@merchants_app.command("fee-schedule")
+def merchants_fee_schedule(
+    merchant: Annotated[str, typer.Option(help="Merchant id (mch_…).")],
+    bps: Annotated[int, typer.Option(help="Proportional fee in basis points.")],
+    rail: Annotated[str, typer.Option(help="contract, deposit_address or * (both).")] = "*",
+    asset: Annotated[str, typer.Option(help="Ledger asset code (e.g. USDC.base) or * (any).")] = "*",
+    fixed: Annotated[int, typer.Option(help="Fixed fee in the asset's base units (needs an asset).")] = 0,
+    minimum: Annotated[int, typer.Option(help="Minimum fee in base units (needs an asset).")] = 0,
+    maximum: Annotated[int | None, typer.Option(help="Maximum fee in base units (needs an asset).")] = None,
+    mode: Annotated[str, typer.Option(help="test or live.")] = "test",
+    as_json: JsonOpt = False,
+) -> None:
+    """Set a fee schedule for a merchant; the most specific (rail, asset) one applies."""
+    from stablegate.payments import service as payments
+
+    async def apply(session: AsyncSession) -> None:
+        await merchants.get_merchant(session, merchant)
+        await payments.set_fee_schedule(
+            session, merchant, mode, rail=rail, asset=asset, bps=bps, fixed=fixed, minimum=minimum, maximum=maximum
+        )
+
+    _run_in_session(apply)
+    payload = {"merchant": merchant, "mode": mode, "rail": rail, "asset": asset, "bps": bps, "fixed": fixed}
+    _emit(as_json, payload | {"minimum": minimum, "maximum": maximum}, f"fee schedule set: {payload}")
 
 
 @keys_app.command("create")

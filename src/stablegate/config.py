@@ -32,10 +32,33 @@ class Settings(BaseSettings):
     # The local chain of `stablegate dev` (the `local` chain preset's RPC port).
     anvil_port: int = 8545
 
+    # Payments (design 0004). The key that signs payment intents: the signer our routers
+    # were deployed with (`stablegate dev`/`demo` use the local chain's dev key).
+    intent_signer_key: str | None = None
+    fee_bps: int = 100  # the platform's default fee, for merchants without a schedule
+    spread_bps: int = 0  # the default FX spread, for merchants without a profile
+    # Static FX rates, "BASE/QUOTE=value": QUOTE currency per one BASE token.
+    fx_rates: str = "USDC/USD=1,USDT/USD=1,DAI/USD=1,USDC/EUR=0.92,USDT/EUR=0.92,DAI/EUR=0.92"
+    rate_max_age_s: int = 300  # older rates are refused, never used
+    quote_ttl_s: int = 1800  # a quote lives this long, or until the payment expires
+
+    # Webhooks (design 0005). CIDRs or host names that delivery may reach although the SSRF
+    # gate refuses them (comma-separated; for local development, e.g. "127.0.0.1,localhost").
+    webhook_allow: str = ""
+    webhook_timeout_s: float = 15.0  # one attempt, DNS to the last response byte
+    # Multiplies every retry delay, Retry-After and the 5-day disable rule: tests compress time.
+    webhook_schedule_scale: float = 1.0
+    # Attempts in flight per endpoint across all workers (procrastinate lock stripes), so one
+    # slow receiver cannot occupy every worker.
+    webhook_endpoint_concurrency: int = 4
+
     log_level: str = "INFO"
     log_format: str = "json"  # json | console
     otel_exporter: str = "none"  # none | console | otlp
     otel_service_name: str = "stablegate"
+
+    def webhook_allow_list(self) -> tuple[str, ...]:
+        return tuple(entry.strip() for entry in self.webhook_allow.split(",") if entry.strip())
 
     def resolved_secret_key(self) -> bytes:
         """The HMAC key for API key hashes; generated once per data dir in dev."""

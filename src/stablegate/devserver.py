@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import uvicorn
 
 from stablegate import localnet
+from stablegate.chains.anvil import DEV_PRIVATE_KEYS
+from stablegate.chains.registry import ChainConfig
 from stablegate.config import Settings
 from stablegate.db import Database
 from stablegate.kit.net import free_port
@@ -38,12 +40,16 @@ class Serving:
 
 
 @asynccontextmanager
-async def serving(url: str, settings: Settings, host: str, port: int) -> AsyncIterator[Serving]:
+async def serving(
+    url: str, settings: Settings, host: str, port: int, chains: Sequence[ChainConfig] | None = None
+) -> AsyncIterator[Serving]:
     """Serve the API until the block exits (or the server stops on a signal)."""
     db = Database.connect(url, settings)
     tracing.instrument_engine(db.engine.sync_engine)
     port = port or free_port(host)
-    config = uvicorn.Config(create_app(settings, db), host=host, port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        create_app(settings, db, chains), host=host, port=port, log_level="warning", access_log=False
+    )
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve())
     try:
@@ -60,13 +66,16 @@ async def serving(url: str, settings: Settings, host: str, port: int) -> AsyncIt
 
 
 async def run_dev(url: str, settings: Settings, host: str, port: int) -> None:
+    import stablegate.payments.receipts  # registers its chain-event subscriber
     import stablegate.rails.service  # noqa: F401 (registers its chain-event subscriber)
     from stablegate.chains.watcher import follow_forever
     from stablegate.jobs.app import run_worker
 
     state = settings.data_dir / "anvil-state.json"
     with localnet.running(port=settings.anvil_port, state_path=state) as net:
-        async with serving(url, settings, host, port) as api:
+        # The local routers were deployed by anvil's dev key #0: it signs the intents.
+        settings = settings.model_copy(update={"intent_signer_key": settings.intent_signer_key or DEV_PRIVATE_KEYS[0]})
+        async with serving(url, settings, host, port, [net.chain]) as api:
             _print_dev(api.base_url, net)
             worker = asyncio.create_task(run_worker(url, settings, concurrency=2, install_signal_handlers=False))
             stop = asyncio.Event()

@@ -35,6 +35,8 @@ def chain_config(stack: LocalStack, rpc_url: str, **overrides: object) -> ChainC
         "router": stack.router,
         "deposit_factory": stack.factory,
         "forwarder_implementation": stack.forwarder_implementation,
+        "treasury": stack.treasury,
+        "fee_recipient": stack.fee_recipient,
         "confirmations": LOCAL_CONFIRMATIONS,
     }
     return registry.local_chain(rpc_url, tokens, **(contracts | overrides))

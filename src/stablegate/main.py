@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -16,6 +17,8 @@ from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stablegate import migrations
+from stablegate.chains import registry
+from stablegate.chains.registry import ChainConfig
 from stablegate.config import Settings, get_settings
 from stablegate.customers.api import router as customers_router
 from stablegate.db import Database, libpq_url
@@ -27,7 +30,12 @@ from stablegate.ledger.api import router as ledger_router
 from stablegate.merchants.api import router as account_router
 from stablegate.observability import logging as obs_logging
 from stablegate.observability import tracing
+from stablegate.payments import receipts as _payment_receipts  # noqa: F401 (subscribes to chain events)
+from stablegate.payments import service as payments
+from stablegate.payments.api import router as payments_router
 from stablegate.pipeline import ObservabilityMiddleware, PipelineConfig, UnitOfWorkMiddleware
+from stablegate.webhooks.api import events_router
+from stablegate.webhooks.api import router as webhook_endpoints_router
 
 log = structlog.get_logger(__name__)
 MAX_PARAM_PART_CHARS = 64
@@ -43,15 +51,20 @@ Test keys see only test-mode objects and live keys only live ones.
 """
 
 
-def create_app(settings: Settings, db: Database) -> FastAPI:
+def create_app(settings: Settings, db: Database, chains: Sequence[ChainConfig] | None = None) -> FastAPI:
+    """The app; `chains` overrides the configured ones (`stablegate dev` passes its local chain)."""
     app = FastAPI(
         title="Stablegate API", version="2026-11-24", description=API_DESCRIPTION, docs_url="/docs", redoc_url=None
     )
     app.state.db = db
     app.state.settings = settings
+    app.state.payments = payments.Context.from_settings(settings, registry.configured() if chains is None else chains)
     app.include_router(account_router)
     app.include_router(customers_router)
     app.include_router(ledger_router)
+    app.include_router(events_router)
+    app.include_router(webhook_endpoints_router)
+    app.include_router(payments_router)
     _add_error_handlers(app)
     _add_ops_routes(app, db)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

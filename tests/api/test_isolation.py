@@ -22,6 +22,7 @@ class OwnedRoute:
     method: str
     path: str  # with {id} where the object's id goes
     create: Callable[[Any], str]  # makes an object with the owner's client, returns its id
+    read: str  # where the owner reads the object, to check nothing changed
     body: dict[str, Any] | None = None
 
 
@@ -31,9 +32,35 @@ def _customer(client: Any) -> str:
     return str(r.json()["id"])
 
 
+def _payment(client: Any) -> str:
+    r = client.post("/v1/payments", json={"amount": "1.00", "currency": "USD"})
+    assert r.status_code == 200, r.text
+    return str(r.json()["id"])
+
+
+def _event(client: Any) -> str:
+    payment_id = _payment(client)
+    events = client.get("/v1/events", params={"type": "payment.created", "limit": 100}).json()["data"]
+    return next(str(e["id"]) for e in events if e["data"]["object"]["id"] == payment_id)
+
+
+def _endpoint(client: Any) -> str:
+    r = client.post("/v1/webhook_endpoints", json={"url": "http://127.0.0.1:9/hooks"})
+    assert r.status_code == 200, r.text
+    return str(r.json()["id"])
+
+
 OWNED_ROUTES = [
-    OwnedRoute("GET", "/v1/customers/{id}", _customer),
-    OwnedRoute("POST", "/v1/customers/{id}", _customer, {"name": "hijacked"}),
+    OwnedRoute("GET", "/v1/customers/{id}", _customer, "/v1/customers/{id}"),
+    OwnedRoute("POST", "/v1/customers/{id}", _customer, "/v1/customers/{id}", {"name": "hijacked"}),
+    OwnedRoute("GET", "/v1/payments/{id}", _payment, "/v1/payments/{id}"),
+    OwnedRoute("POST", "/v1/payments/{id}/cancel", _payment, "/v1/payments/{id}"),
+    OwnedRoute("GET", "/v1/events/{id}", _event, "/v1/events/{id}"),
+    OwnedRoute("GET", "/v1/webhook_endpoints/{id}", _endpoint, "/v1/webhook_endpoints/{id}"),
+    OwnedRoute("POST", "/v1/webhook_endpoints/{id}", _endpoint, "/v1/webhook_endpoints/{id}", {"description": "x"}),
+    OwnedRoute("DELETE", "/v1/webhook_endpoints/{id}", _endpoint, "/v1/webhook_endpoints/{id}"),
+    OwnedRoute("POST", "/v1/webhook_endpoints/{id}/rotate_secret", _endpoint, "/v1/webhook_endpoints/{id}"),
+    OwnedRoute("GET", "/v1/webhook_endpoints/{id}/deliveries", _endpoint, "/v1/webhook_endpoints/{id}"),
 ]
 
 
@@ -52,7 +79,7 @@ def test_foreign_objects_are_not_found(
 ) -> None:
     with api.client(tenant.test_key) as owner:
         object_id = route.create(owner)
-        before = owner.get(f"/v1/customers/{object_id}").content
+        before = owner.get(route.read.format(id=object_id)).content
     key = {
         "other_merchant_test": other_tenant.test_key,
         "other_merchant_live": other_tenant.live_key,
@@ -65,10 +92,11 @@ def test_foreign_objects_are_not_found(
     assert error["code"] == "resource_missing" and error["param"] == "id"
     # Same answer as for an id that never existed: nothing confirms the object exists.
     with api.client(key) as client:
-        ghost = client.request(route.method, route.path.format(id="cus_01M86R214T1G6P3KR5DXGSB94F"), json=route.body)
+        ghost_id = object_id[: object_id.index("_") + 1] + "01M86R214T1G6P3KR5DXGSB94F"
+        ghost = client.request(route.method, route.path.format(id=ghost_id), json=route.body)
     assert ghost.status_code == 404 and ghost.json()["error"]["code"] == error["code"]
     with api.client(tenant.test_key) as owner:
-        assert owner.get(f"/v1/customers/{object_id}").content == before, "nothing changed"
+        assert owner.get(route.read.format(id=object_id)).content == before, "nothing changed"
 
 
 def test_lists_show_only_own_mode_and_merchant(api: ApiServer, tenant: Tenant, other_tenant: Tenant) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.checks import positive_data_acceptance
 
 from stablegate.db import Database
 from tests.conftest import ApiServer, make_tenant
@@ -38,6 +39,11 @@ async def api_schema(api: ApiServer, db: Database) -> schemathesis.schemas.BaseS
 
 schema = schemathesis.pytest.from_fixture("api_schema")
 
+# Operations whose rules go beyond what a JSON schema can say: a schema-valid request may
+# rightly be a 400 (a chain this deployment does not follow, more decimals than USD has, a
+# URL whose host resolves to a private address). Everything else is still checked for them.
+SEMANTIC_VALIDATION = {("POST", "/v1/payments"), ("POST", "/v1/webhook_endpoints")}
+
 
 @schema.parametrize()
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
@@ -46,4 +52,5 @@ def test_api_conforms_to_its_schema(case: schemathesis.Case) -> None:
         # Generated keys repeat across different bodies; a reused key with other parameters
         # is *meant* to be refused (tests/api/test_idempotency.py covers that).
         case.headers["Idempotency-Key"] = str(uuid.uuid4())
-    case.call_and_validate()
+    excluded = [positive_data_acceptance] if (case.method, case.path) in SEMANTIC_VALIDATION else []
+    case.call_and_validate(excluded_checks=excluded)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +54,19 @@ class ChainConfig:
     deposit_factory: str | None = None
     forwarder_implementation: str | None = None
     reorg_window_blocks: int = 128
+    # Where router payments go (the platform's collection wallet and fee wallet). Deposit
+    # addresses forward to the factory's treasury, set when it was deployed.
+    treasury: str | None = None
+    fee_recipient: str | None = None
+    # Real money: only live-mode payments may use it (and test-mode ones only other chains).
+    livemode: bool = False
 
     def __post_init__(self) -> None:
         assert self.finality in ("depth", "finalized"), self.finality
         assert self.finality == "finalized" or (self.confirmations is not None and self.confirmations >= 1)
         assert 1 <= self.max_range_blocks <= MAX_RANGE_BLOCKS
         assert self.poll_interval_ms >= 10
-        for name in ("router", "deposit_factory", "forwarder_implementation"):
+        for name in ("router", "deposit_factory", "forwarder_implementation", "treasury", "fee_recipient"):
             value = getattr(self, name)
             if value is not None:
                 assert ADDRESS.match(value), f"{name} address {value!r}"
@@ -90,6 +96,7 @@ PRESETS: dict[str, ChainConfig] = {
     "ethereum": ChainConfig(
         "ethereum",
         1,
+        livemode=True,
         confirmations=12,
         poll_interval_ms=4_000,
         max_range_blocks=1_000,
@@ -100,6 +107,7 @@ PRESETS: dict[str, ChainConfig] = {
     "base": ChainConfig(
         "base",
         8453,
+        livemode=True,
         confirmations=10,
         poll_interval_ms=1_000,
         max_range_blocks=2_000,
@@ -108,6 +116,7 @@ PRESETS: dict[str, ChainConfig] = {
     "polygon": ChainConfig(
         "polygon",
         137,
+        livemode=True,
         confirmations=128,
         poll_interval_ms=1_000,
         max_range_blocks=1_000,
@@ -119,6 +128,7 @@ PRESETS: dict[str, ChainConfig] = {
     "arbitrum": ChainConfig(
         "arbitrum",
         42161,
+        livemode=True,
         confirmations=20,
         poll_interval_ms=1_000,
         max_range_blocks=5_000,
@@ -129,6 +139,7 @@ PRESETS: dict[str, ChainConfig] = {
     "optimism": ChainConfig(
         "optimism",
         10,
+        livemode=True,
         confirmations=10,
         poll_interval_ms=1_000,
         max_range_blocks=2_000,
@@ -157,6 +168,11 @@ def from_dict(raw: dict[str, Any]) -> ChainConfig:
     if "rpc_urls" in fields:
         fields["rpc_urls"] = tuple(fields["rpc_urls"])
     return replace(base, **fields) if base is not None else ChainConfig(**fields)
+
+
+def to_dict(chain: ChainConfig) -> dict[str, Any]:
+    """The JSON form `from_dict` and STABLEGATE_CHAINS_FILE read."""
+    return asdict(chain)
 
 
 def configured(env: dict[str, str] | None = None) -> list[ChainConfig]:

@@ -64,6 +64,13 @@ async def cursor(session: AsyncSession, chain_id: int) -> Cursor | None:
     return Cursor(rows[0]["block_number"], rows[0]["block_hash"]) if rows else None
 
 
+async def heights(session: AsyncSession, chain_ids: Sequence[int]) -> dict[int, int]:
+    rows = await _fetch(
+        session, "SELECT chain_id, block_number FROM chain_cursors WHERE chain_id = ANY($1)", list(chain_ids)
+    )
+    return {r["chain_id"]: r["block_number"] for r in rows}
+
+
 async def move_cursor(session: AsyncSession, chain_id: int, block_number: int, block_hash: str | None) -> None:
     await _execute(
         session,

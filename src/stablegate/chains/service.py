@@ -87,3 +87,8 @@ async def watch_address(session: AsyncSession, chain_id: int, address: str, owne
     """Count token transfers to `address` from now on (in the caller's transaction: the
     address must be committed before anyone is shown it, see design 0003)."""
     await repository.watch(session, chain_id, address, owner_ref)
+
+
+async def followed_heights(session: AsyncSession, chain_ids: Sequence[int]) -> dict[int, int]:
+    """The last block the follower has processed per chain (for confirmation counts)."""
+    return await repository.heights(session, chain_ids)

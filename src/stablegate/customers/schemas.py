@@ -2,13 +2,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from stablegate.kit.validation import NO_NUL_PATTERN, STORABLE
-
-MAX_METADATA_KEYS = 50
-MAX_METADATA_KEY_CHARS = 40
-MAX_METADATA_VALUE_CHARS = 500
+from stablegate.kit.validation import NO_NUL_PATTERN, STORABLE, Metadata
 
 # Explicit ranges (controls, space, DEL, C1 controls), not `\s`: regex dialects disagree on
 # what `\s` covers (U+0085 is whitespace to Rust and Python, not to ECMA-262), and the
@@ -19,28 +15,6 @@ Email = Annotated[
 ]
 Name = Annotated[str, StringConstraints(max_length=200, pattern=NO_NUL_PATTERN), STORABLE]
 Description = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL_PATTERN), STORABLE]
-
-
-MetadataKey = Annotated[
-    str, StringConstraints(min_length=1, max_length=MAX_METADATA_KEY_CHARS, pattern=NO_NUL_PATTERN), STORABLE
-]
-MetadataValue = Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE_CHARS, pattern=NO_NUL_PATTERN), STORABLE]
-# Spelled out: pydantic would render the key pattern as patternProperties, which lets any
-# value through for keys that do not match and so misdescribes what we accept.
-_METADATA_JSON_SCHEMA = {
-    "type": "object",
-    "maxProperties": MAX_METADATA_KEYS,
-    "propertyNames": {"minLength": 1, "maxLength": MAX_METADATA_KEY_CHARS, "pattern": NO_NUL_PATTERN},
-    "additionalProperties": {"type": "string", "maxLength": MAX_METADATA_VALUE_CHARS, "pattern": NO_NUL_PATTERN},
-}
-Metadata = Annotated[
-    Annotated[dict[MetadataKey, MetadataValue], WithJsonSchema(_METADATA_JSON_SCHEMA)] | None,
-    Field(
-        max_length=MAX_METADATA_KEYS,
-        description="Up to 50 key/value pairs for your own use (keys ≤ 40, values ≤ 500 characters). "
-        "On update, an empty value removes that key.",
-    ),
-]
 
 
 class CustomerCreate(BaseModel):

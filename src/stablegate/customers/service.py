@@ -7,10 +7,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from stablegate.customers import repository
 from stablegate.customers.models import Customer
-from stablegate.customers.schemas import MAX_METADATA_KEYS, CustomerCreate, CustomerUpdate
+from stablegate.customers.schemas import CustomerCreate, CustomerUpdate
 from stablegate.errors import InvalidRequest, NotFound
 from stablegate.kit.ids import new_id
 from stablegate.kit.pagination import Page, PageRequest
+from stablegate.kit.validation import MAX_METADATA_KEYS
 from stablegate.merchants.service import Principal
 
 PREFIX = "cus"

@@ -14,6 +14,8 @@ from stablegate.jobs.runtime import Runtime, drain
 from stablegate.kit import idempotency
 from stablegate.ledger import jobs as ledger_jobs
 from stablegate.observability import metrics
+from stablegate.payments import jobs as payments_jobs
+from stablegate.webhooks import jobs as webhook_jobs
 
 log = structlog.get_logger(__name__)
 
@@ -36,11 +38,14 @@ def build_app(url: str) -> procrastinate.App:
     app = procrastinate.App(connector=connector)
     app.add_tasks_from(tasks, namespace="")
     app.add_tasks_from(ledger_jobs.tasks, namespace="")
+    app.add_tasks_from(webhook_jobs.tasks, namespace="")
+    app.add_tasks_from(payments_jobs.tasks, namespace="")
     return app
 
 
 async def run_worker(url: str, settings: Settings, *, concurrency: int = 4, wait: bool = True, **kwargs: Any) -> None:
     Runtime.db = Database.connect(url, settings)
+    webhook_jobs.configure(settings)
     app = build_app(url)
     try:
         async with app.open_async():

@@ -23,7 +23,19 @@ KeyKind = Literal["secret", "publishable", "restricted"]
 MODES: tuple[str, ...] = ("test", "live")
 KIND_PREFIX: dict[str, str] = {"secret": "sk", "publishable": "pk", "restricted": "rk"}
 # Every scope an endpoint can require; secret keys hold all of them.
-SCOPES: frozenset[str] = frozenset({"account:read", "balance:read", "customers:read", "customers:write"})
+SCOPES: frozenset[str] = frozenset(
+    {
+        "account:read",
+        "balance:read",
+        "customers:read",
+        "customers:write",
+        "payments:read",
+        "payments:write",
+        "events:read",
+        "webhook_endpoints:read",
+        "webhook_endpoints:write",
+    }
+)
 _BASE62 = string.digits + string.ascii_letters
 SECRET_LENGTH = 43  # 43 base62 characters ≈ 256 bits
 VISIBLE_SECRET_CHARS = 6

@@ -52,3 +52,29 @@ CHAIN_LOOKALIKE_LOGS = Counter(
     "stablegate_chain_lookalike_logs_total", "Transfers to our addresses from unconfigured token contracts.", ["chain"]
 )
 CHAIN_LEADER = Gauge("stablegate_chain_follower_leader", "1 while this process follows the chain.", ["chain"])
+
+# Payments (payments/).
+PAYMENTS_CREATED = Counter("stablegate_payments_created_total", "Payments created.", ["mode"])
+PAYMENT_EVENTS = Counter("stablegate_payment_events_total", "Payment events recorded, by type.", ["type"])
+PAYMENT_RECEIPTS = Counter(
+    "stablegate_payment_receipts_total", "Chain events that changed a payment's receipts (or matched none).", ["kind"]
+)
+PAYMENTS_EXPIRED = Counter("stablegate_payments_expired_total", "Payments expired by the expiry job.")
+
+# Webhooks (design 0005): labels are fixed sets (outcomes, reasons), never endpoint ids.
+WEBHOOK_ATTEMPTS = Counter(
+    "stablegate_webhook_attempts_total",
+    "Delivery attempts by outcome (succeeded, http_error, timeout, transport_error, unsafe_destination).",
+    ["outcome"],
+)
+WEBHOOK_ATTEMPT_LATENCY = Histogram(
+    "stablegate_webhook_attempt_duration_seconds",
+    "One delivery attempt, SSRF check to last response byte.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15),
+)
+WEBHOOK_DELIVERIES = Counter(
+    "stablegate_webhook_deliveries_total", "Deliveries settled, by final status (succeeded, failed).", ["status"]
+)
+WEBHOOK_ENDPOINTS_DISABLED = Counter(
+    "stablegate_webhook_endpoints_disabled_total", "Endpoints disabled automatically, by reason.", ["reason"]
+)

@@ -1,0 +1,173 @@
+"""What the chain follower's events do to payments (design 0004), inside the follower's
+transaction: the receipt row, its ledger postings, the payment's new state and its events
+commit together with the follower's cursor, or not at all.
+
+Replays are harmless twice over: a receipt changes only forwards (by generation and
+status), and every ledger transfer id derives from the observation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from stablegate.chains import service as chains
+from stablegate.chains.service import ChainEvent
+from stablegate.observability import metrics, tracing
+from stablegate.payments import postings, repository, service
+from stablegate.pricing.fees import FeeSchedule, fee
+
+log = structlog.get_logger(__name__)
+PAYMENT_OWNER_PREFIX = "pay_"
+
+
+async def on_chain_event(session: AsyncSession, event: ChainEvent) -> None:
+    with tracing.span(
+        f"payment.chain_{event.kind}", chain_id=event.chain_id, tx_hash=event.tx_hash, log_index=event.log_index
+    ):
+        await _handle(session, event)
+
+
+async def _handle(session: AsyncSession, event: ChainEvent) -> None:
+    option = await _option(session, event)
+    if option is None:
+        return
+    payment = await repository.lock(session, option["payment_id"])
+    receipt = await repository.receipt(session, event.observation_id)
+    handler = _HANDLERS[event.kind]
+    changed, needs_review = await handler(session, event, payment, option, receipt)
+    if changed:
+        metrics.PAYMENT_RECEIPTS.labels(event.kind).inc()
+        log.info(
+            "payment.receipt",
+            kind=event.kind,
+            payment_id=payment["id"],
+            tx_hash=event.tx_hash,
+            log_index=event.log_index,
+            amount=event.amount,
+            generation=event.generation,
+        )
+        await service.refresh(session, payment, needs_review=needs_review)
+
+
+async def _option(session: AsyncSession, event: ChainEvent) -> Any:
+    if event.observation_kind == "intent_paid":
+        assert event.intent_id is not None
+        option = await repository.option_by_intent(session, event.intent_id)
+        if option is not None and option["token"] != event.token:
+            option = None  # the router checks the signed token; this would be a bug, not a payment
+    elif event.owner_ref is not None and event.owner_ref.startswith(PAYMENT_OWNER_PREFIX):
+        option = await repository.option_by_deposit(
+            session, event.owner_ref, event.chain_id, event.token, event.to_address
+        )
+    else:
+        return None  # another domain's address
+    if option is None:
+        # A configured token the payment did not ask for, or an intent we did not sign:
+        # the money sits in clearing on chain; reconciliation reports it.
+        log.warning(
+            "payment.receipt_unmatched",
+            kind=event.kind,
+            owner_ref=event.owner_ref,
+            intent_id=event.intent_id,
+            token=event.token,
+            tx_hash=event.tx_hash,
+        )
+        metrics.PAYMENT_RECEIPTS.labels("unmatched").inc()
+    return option
+
+
+def _ledger_receipt(event: ChainEvent, payment: Any, option: Any, receipt_fee: int) -> postings.Receipt:
+    return postings.Receipt(
+        payment_id=payment["id"],
+        merchant_id=payment["merchant_id"],
+        mode=payment["mode"],
+        chain_id=event.chain_id,
+        asset=option["asset"],
+        decimals=option["decimals"],
+        token=option["token"],
+        tx_hash=event.tx_hash,
+        log_index=event.log_index,
+        generation=event.generation,
+        amount=event.amount,
+        fee=receipt_fee,
+    )
+
+
+def _fee(event: ChainEvent, option: Any) -> int:
+    """A router payment split its fee on chain (as signed); a transfer pays the option's
+    deposit-rail fee, fixed when the payment was quoted."""
+    if event.observation_kind == "intent_paid":
+        return event.fee
+    maximum = None if option["fee_maximum"] is None else int(option["fee_maximum"])
+    schedule = FeeSchedule(option["fee_bps"], int(option["fee_fixed"]), int(option["fee_minimum"]), maximum)
+    return fee(event.amount, schedule)
+
+
+async def _seen(session: AsyncSession, event: ChainEvent, payment: Any, option: Any, receipt: Any) -> tuple[bool, bool]:
+    if receipt is not None and (receipt["status"] != "orphaned" or receipt["generation"] >= event.generation):
+        return False, False  # a replay
+    values = {
+        "observation_id": event.observation_id,
+        "payment_id": payment["id"],
+        "position": option["position"],
+        "rail": "contract" if event.observation_kind == "intent_paid" else "deposit_address",
+        "chain_id": event.chain_id,
+        "tx_hash": event.tx_hash,
+        "log_index": event.log_index,
+        "block_number": event.block_number,
+        "from_address": event.from_address,
+        "amount": event.amount,
+        "fee": _fee(event, option),
+        "status": "seen",
+        "generation": event.generation,
+        "late": payment["status"] in ("expired", "canceled"),
+    }
+    if receipt is None:
+        await repository.insert_receipt(session, values)
+    else:
+        await repository.update_receipt(session, event.observation_id, "seen", event.generation, event.block_number)
+    await postings.book_seen(session, _ledger_receipt(event, payment, option, values["fee"]))
+    return True, False
+
+
+async def _confirmed(
+    session: AsyncSession, event: ChainEvent, payment: Any, option: Any, receipt: Any
+) -> tuple[bool, bool]:
+    if receipt is None or (receipt["status"], receipt["generation"]) != ("seen", event.generation):
+        if receipt is None or receipt["generation"] < event.generation:
+            # Seen and confirmed in one range arrive in order; anything else is a bug upstream.
+            log.error("payment.confirmed_unseen", tx_hash=event.tx_hash, observation_id=event.observation_id)
+        return False, False
+    await repository.update_receipt(session, event.observation_id, "confirmed", event.generation, event.block_number)
+    await postings.book_confirmed(session, _ledger_receipt(event, payment, option, int(receipt["fee"])))
+    return True, False
+
+
+async def _orphaned(
+    session: AsyncSession, event: ChainEvent, payment: Any, option: Any, receipt: Any
+) -> tuple[bool, bool]:
+    if receipt is None or (receipt["status"], receipt["generation"]) != ("seen", event.generation):
+        return False, False
+    await repository.update_receipt(session, event.observation_id, "orphaned", event.generation, event.block_number)
+    await postings.book_orphaned(session, _ledger_receipt(event, payment, option, int(receipt["fee"])))
+    return True, False
+
+
+async def _deep_reorg(
+    session: AsyncSession, event: ChainEvent, payment: Any, option: Any, receipt: Any
+) -> tuple[bool, bool]:
+    """A confirmed payment vanished: nothing automatic (the merchant may have shipped);
+    the payment is flagged and the runbook decides (design 0004)."""
+    if receipt is None or receipt["status"] != "confirmed":
+        return False, False
+    await repository.update_receipt(session, event.observation_id, "reorged", event.generation, event.block_number)
+    log.error("payment.deep_reorg", payment_id=payment["id"], tx_hash=event.tx_hash)
+    return True, True
+
+
+_HANDLERS = {"seen": _seen, "confirmed": _confirmed, "orphaned": _orphaned, "deep_reorg": _deep_reorg}
+
+chains.subscribe(on_chain_event)

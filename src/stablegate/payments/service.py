@@ -1,0 +1,463 @@
+"""Payments (design 0004): create with quotes and payment instructions, read, list, cancel,
+expire; and what on-chain receipts do to a payment. Flushes only; the request, job or
+follower transaction commits.
+
+Every state change goes through `state.transition` and records its events (webhooks.emit)
+in the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from stablegate.chains import service as chains
+from stablegate.chains.registry import ChainConfig, TokenConfig
+from stablegate.config import Settings
+from stablegate.errors import InvalidRequest, NotFound
+from stablegate.kit.ids import new_id
+from stablegate.kit.pagination import Page, PageRequest
+from stablegate.merchants.service import Principal
+from stablegate.observability import metrics
+from stablegate.payments import repository, views
+from stablegate.payments.schemas import Payment, PaymentCreate
+from stablegate.payments.state import Cancel, Expire, InvalidTransition, PaymentState, Receipts, transition
+from stablegate.pricing import quotes
+from stablegate.pricing.fees import FeeSchedule, fee
+from stablegate.pricing.rates import Rate, RateProvider, RateUnavailable, StaticRates, checked
+from stablegate.rails import service as rails
+from stablegate.rails.service import IntentTerms
+from stablegate.webhooks import service as webhooks
+
+log = structlog.get_logger(__name__)
+
+PREFIX = "pay"
+MAX_AMOUNT_MAJOR = 10**12  # a trillion of anything is a typo, not a payment
+EXPIRE_BATCH = 100
+# ISO 4217 minor units of the fiat currencies we price in; tokens use their decimals.
+FIAT_SCALES = {"USD": 2, "EUR": 2, "GBP": 2, "CHF": 2, "CAD": 2, "AUD": 2, "SGD": 2, "JPY": 0}
+
+
+@dataclass(frozen=True)
+class Context:
+    """What creating a payment needs from configuration: chains, rates, the intent signer."""
+
+    chains: tuple[ChainConfig, ...]
+    rates: RateProvider
+    signer_key: str | None
+    fee_bps: int
+    spread_bps: int
+    rate_max_age_s: float
+    quote_ttl_s: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings, chains: Sequence[ChainConfig]) -> Context:
+        return cls(
+            chains=tuple(chains),
+            rates=StaticRates(parse_rates(settings.fx_rates)),
+            signer_key=settings.intent_signer_key,
+            fee_bps=settings.fee_bps,
+            spread_bps=settings.spread_bps,
+            rate_max_age_s=settings.rate_max_age_s,
+            quote_ttl_s=settings.quote_ttl_s,
+        )
+
+    def chains_for(self, mode: str) -> list[ChainConfig]:
+        """Live payments use live chains only, test payments the others."""
+        return [c for c in self.chains if c.livemode == (mode == "live")]
+
+
+def parse_rates(text: str) -> dict[tuple[str, str], Decimal]:
+    """ "USDC/USD=1,DAI/EUR=0.92" → {("USDC", "USD"): 1, …}."""
+    rates: dict[tuple[str, str], Decimal] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        pair, _, value = item.partition("=")
+        base, _, quote = pair.partition("/")
+        rates[base.strip(), quote.strip()] = Decimal(value.strip())
+    return rates
+
+
+# --- create ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Choice:
+    chain: ChainConfig
+    token: TokenConfig
+
+
+async def create(session: AsyncSession, principal: Principal, params: PaymentCreate, ctx: Context) -> Payment:
+    now = dt.datetime.now(dt.UTC)
+    scale = currency_scale(ctx, params.currency, principal.mode)
+    amount = parse_amount(params.amount, scale)
+    merchant = await repository.merchant_settings(session, principal.merchant_id, principal.mode)
+    choices = _choices(principal, params, ctx, merchant.accepted)
+    spread_bps = ctx.spread_bps if merchant.spread_bps is None else merchant.spread_bps
+    schedules = merchant.fee_schedules
+    payment_id = new_id(PREFIX)
+    expires_at = now + dt.timedelta(seconds=params.expires_in_s)
+    quote_ttl_s = min(ctx.quote_ttl_s, params.expires_in_s)
+    options = []
+    for position, choice in enumerate(choices):
+        rate = await _rate(ctx, choice.token.symbol, params.currency, now, f"accepted[{position}][asset]")
+        quote = quotes.quote(amount, scale, rate, spread_bps, choice.token.decimals, quote_ttl_s, now)
+        options.append(_option(payment_id, position, choice, quote, rate, schedules, ctx))
+    await _instructions(session, payment_id, choices, options, schedules, ctx)
+    row = await repository.insert_payment(
+        session,
+        {
+            "id": payment_id,
+            "merchant_id": principal.merchant_id,
+            "mode": principal.mode,
+            "amount": amount,
+            "currency": params.currency,
+            "currency_scale": scale,
+            "description": params.description,
+            "metadata": params.metadata or {},
+            "reference": params.reference,
+            "success_url": params.success_url,
+            "cancel_url": params.cancel_url,
+            "expires_at": expires_at,
+        },
+        options,
+    )
+    view = views.payment(row, options, [], {})
+    await _emit(session, row, ["payment.created"], view)
+    metrics.PAYMENTS_CREATED.labels(principal.mode).inc()
+    return view
+
+
+def currency_scale(ctx: Context, currency: str, mode: str) -> int:
+    if currency in FIAT_SCALES:
+        return FIAT_SCALES[currency]
+    decimals = {t.decimals for c in ctx.chains_for(mode) for t in c.tokens if t.symbol == currency}
+    if len(decimals) != 1:
+        # None configured, or one symbol with different decimals on different chains.
+        raise InvalidRequest(
+            f"Unsupported currency {currency}: use one of {', '.join(sorted(FIAT_SCALES))} or a configured token.",
+            param="currency",
+            code="currency_unsupported",
+        )
+    return decimals.pop()
+
+
+def parse_amount(text: str, scale: int) -> int:
+    """ "25.00" at scale 2 → 2500; more decimals than the currency has is an error, not a rounding."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise InvalidRequest("amount must be a decimal string.", param="amount", code="parameter_invalid") from None
+    units = value.scaleb(scale)
+    if units != units.to_integral_value():
+        raise InvalidRequest(
+            f"amount has more than {scale} decimal places for this currency.", param="amount", code="parameter_invalid"
+        )
+    if units <= 0:
+        raise InvalidRequest("amount must be positive.", param="amount", code="parameter_invalid")
+    if value > MAX_AMOUNT_MAJOR:
+        raise InvalidRequest(f"amount must be at most {MAX_AMOUNT_MAJOR}.", param="amount", code="parameter_invalid")
+    return int(units)
+
+
+def _choices(principal: Principal, params: PaymentCreate, ctx: Context, accepted: Sequence[str]) -> list[_Choice]:
+    available = ctx.chains_for(principal.mode)
+    if params.accepted is None:
+        wanted = set(accepted) or None
+        choices = [
+            _Choice(c, t) for c in available for t in c.tokens if wanted is None or f"{c.name}:{t.symbol}" in wanted
+        ]
+        if not choices:
+            raise InvalidRequest(
+                f"No chain is configured for {principal.mode} mode.", param="accepted", code="chain_unsupported"
+            )
+        return choices[:20]
+    choices = []
+    for i, item in enumerate(params.accepted):
+        chain = next((c for c in available if c.name == item.chain), None)
+        if chain is None:
+            names = ", ".join(c.name for c in available) or "none"
+            raise InvalidRequest(
+                f"Unsupported chain {item.chain} in {principal.mode} mode (configured: {names}).",
+                param=f"accepted[{i}][chain]",
+                code="chain_unsupported",
+            )
+        token = next((t for t in chain.tokens if t.symbol == item.asset), None)
+        if token is None:
+            raise InvalidRequest(
+                f"Unsupported asset {item.asset} on {chain.name}.",
+                param=f"accepted[{i}][asset]",
+                code="asset_unsupported",
+            )
+        if any(c.chain is chain and c.token is token for c in choices):
+            raise InvalidRequest(
+                f"{chain.name}:{token.symbol} is listed twice.", param=f"accepted[{i}]", code="parameter_invalid"
+            )
+        choices.append(_Choice(chain, token))
+    return choices
+
+
+async def _rate(ctx: Context, token: str, currency: str, now: dt.datetime, param: str) -> Rate:
+    if token == currency:
+        return Rate(token, currency, Decimal(1), now, "identity")
+    try:
+        return checked(await ctx.rates.rate(token, currency), ctx.rate_max_age_s, now)
+    except RateUnavailable as exc:
+        raise InvalidRequest(f"No usable rate for {token}/{currency}: {exc}.", param=param, code=exc.reason) from None
+
+
+def fee_schedule(schedules: Sequence[Any], rail: str, asset: str, default_bps: int) -> FeeSchedule:
+    """The most specific of the merchant's schedules: (rail, asset), (rail, *), (*, asset), (*, *)."""
+    for want in ((rail, asset), (rail, "*"), ("*", asset), ("*", "*")):
+        row = next((s for s in schedules if (s["rail"], s["asset"]) == want), None)
+        if row is not None:
+            maximum = None if row["maximum"] is None else int(row["maximum"])
+            return FeeSchedule(row["bps"], int(row["fixed"]), int(row["minimum"]), maximum)
+    return FeeSchedule(default_bps)
+
+
+def _option(
+    payment_id: str,
+    position: int,
+    choice: _Choice,
+    quote: quotes.Quote,
+    rate: Rate,
+    schedules: Sequence[Any],
+    ctx: Context,
+) -> dict[str, Any]:
+    # The deposit rail's fee terms are fixed now, with the quote: a schedule changed
+    # later does not reprice a payment the payer is already paying.
+    schedule = fee_schedule(schedules, "deposit_address", choice.token.asset, ctx.fee_bps)
+    return {
+        "payment_id": payment_id,
+        "position": position,
+        "chain_id": choice.chain.chain_id,
+        "chain": choice.chain.name,
+        "symbol": choice.token.symbol,
+        "asset": choice.token.asset,
+        "token": choice.token.address,
+        "decimals": choice.token.decimals,
+        "token_amount": quote.token_units,
+        "rate": rate.value,
+        "rate_source": rate.source,
+        "rate_as_of": rate.as_of,
+        "spread_bps": quote.spread_bps,
+        "quote_expires_at": quote.expires_at,
+        "fee_bps": schedule.bps,
+        "fee_fixed": schedule.fixed,
+        "fee_minimum": schedule.minimum,
+        "fee_maximum": schedule.maximum,
+        "deposit_address": None,
+        "intent_id": None,
+        "intent": None,
+    }
+
+
+async def _instructions(
+    session: AsyncSession,
+    payment_id: str,
+    choices: Sequence[_Choice],
+    options: list[dict[str, Any]],
+    schedules: Sequence[Any],
+    ctx: Context,
+) -> None:
+    """Per chain: one deposit address (watched from this transaction on) and, where the
+    chain has our router, one signed intent per option (owner `pay_…:position`)."""
+    for chain in {c.chain.chain_id: c.chain for c in choices}.values():
+        mine = [(c, o) for c, o in zip(choices, options, strict=True) if c.chain is chain]
+        signs = chain.router is not None and chain.treasury is not None and chain.fee_recipient is not None
+        intents = (
+            [(f"{payment_id}:{o['position']}", _terms(chain, c.token, o, schedules, ctx)) for c, o in mine]
+            if signs and ctx.signer_key is not None
+            else []
+        )
+        address, signed = await rails.create_payment_instructions(session, chain, payment_id, intents, ctx.signer_key)
+        for _, option in mine:
+            option["deposit_address"] = address
+        for (_, option), intent in zip(mine, signed, strict=False):
+            option["intent_id"] = "0x" + intent.intent.id.hex()
+            option["intent"] = views.intent_json(intent)
+
+
+def _terms(
+    chain: ChainConfig, token: TokenConfig, option: dict[str, Any], schedules: Sequence[Any], ctx: Context
+) -> IntentTerms:
+    assert chain.treasury is not None and chain.fee_recipient is not None
+    amount = option["token_amount"]
+    return IntentTerms(
+        token=token.address,
+        amount=amount,
+        fee=fee(amount, fee_schedule(schedules, "contract", token.asset, ctx.fee_bps)),
+        recipient=chain.treasury,
+        fee_recipient=chain.fee_recipient,
+        deadline_s=int(option["quote_expires_at"].timestamp()),
+    )
+
+
+# --- merchant settings -------------------------------------------------------------------
+
+RAILS = ("contract", "deposit_address", "*")
+
+
+async def set_profile(
+    session: AsyncSession, merchant_id: str, mode: str, *, spread_bps: int, accepted: Sequence[str] = ()
+) -> None:
+    """The merchant's FX spread and default accepted options ('chain:SYMBOL'; empty: all)."""
+    if not 0 <= spread_bps <= quotes.MAX_SPREAD_BPS:
+        raise InvalidRequest(f"spread_bps must be 0 to {quotes.MAX_SPREAD_BPS}.", param="spread_bps")
+    for i, item in enumerate(accepted):
+        chain, _, symbol = item.partition(":")
+        if not chain or not symbol:
+            raise InvalidRequest("accepted entries look like 'base:USDC'.", param=f"accepted[{i}]")
+    await repository.upsert_profile(session, merchant_id, mode, spread_bps, list(accepted))
+
+
+async def set_fee_schedule(
+    session: AsyncSession,
+    merchant_id: str,
+    mode: str,
+    *,
+    rail: str,
+    asset: str,
+    bps: int,
+    fixed: int = 0,
+    minimum: int = 0,
+    maximum: int | None = None,
+) -> None:
+    """A fee schedule for (rail, asset); '*' matches any. Fixed amounts are base units of
+    `asset`, so they need a named asset."""
+    if rail not in RAILS:
+        raise InvalidRequest(f"rail must be one of {', '.join(RAILS)}.", param="rail")
+    try:
+        FeeSchedule(bps, fixed, minimum, maximum)
+    except ValueError as exc:
+        raise InvalidRequest(f"Invalid fee schedule: {exc}.", param="bps") from None
+    if asset == "*" and (fixed or minimum or maximum is not None):
+        raise InvalidRequest("Fixed, minimum and maximum fees need a named asset.", param="asset")
+    values = {"rail": rail, "asset": asset, "bps": bps, "fixed": fixed, "minimum": minimum, "maximum": maximum}
+    await repository.upsert_fee_schedule(session, merchant_id, mode, values)
+
+
+# --- read --------------------------------------------------------------------------------
+
+
+async def get(session: AsyncSession, principal: Principal, payment_id: str, *, for_update: bool = False) -> Any:
+    row = await repository.get(session, principal.merchant_id, principal.mode, payment_id, for_update=for_update)
+    if row is None:
+        # The same answer whether the id belongs to another merchant or mode or to nobody.
+        raise NotFound(f"No such payment: '{payment_id[:64]}'.", param="id")
+    return row
+
+
+async def retrieve(session: AsyncSession, principal: Principal, payment_id: str) -> Payment:
+    return (await render(session, [await get(session, principal, payment_id)]))[0]
+
+
+async def render(session: AsyncSession, rows: Sequence[Any]) -> list[Payment]:
+    """Payments as the API shows them: three queries for any number of rows."""
+    ids = [r["id"] for r in rows]
+    options = await repository.options(session, ids)
+    receipts = await repository.receipts(session, ids)
+    heights = await chains.followed_heights(session, sorted({o["chain_id"] for o in options}))
+    return [
+        views.payment(
+            row,
+            [o for o in options if o["payment_id"] == row["id"]],
+            [r for r in receipts if r["payment_id"] == row["id"]],
+            heights,
+        )
+        for row in rows
+    ]
+
+
+async def list_page(
+    session: AsyncSession, principal: Principal, page: PageRequest, filters: dict[str, Any]
+) -> Page[Payment]:
+    rows = await repository.list_page(session, principal.merchant_id, principal.mode, page, filters)
+    return Page(data=await render(session, rows.data), has_more=rows.has_more)
+
+
+# --- cancel and expire -------------------------------------------------------------------
+
+
+async def cancel(session: AsyncSession, principal: Principal, payment_id: str) -> Payment:
+    row = await get(session, principal, payment_id, for_update=True)
+    try:
+        return await _apply(session, row, Cancel())
+    except InvalidTransition as exc:
+        raise InvalidRequest(
+            f"This payment is {exc.status}: only a payment that requires payment can be canceled.",
+            param="id",
+            code="payment_unexpected_state",
+        ) from None
+
+
+async def expire_due(session: AsyncSession, now: dt.datetime | None = None) -> int:
+    """Expire up to EXPIRE_BATCH open payments past their expiry; the caller commits."""
+    ids = await repository.due_to_expire(session, now or dt.datetime.now(dt.UTC), EXPIRE_BATCH)
+    for payment_id in ids:
+        await _apply(session, await repository.lock(session, payment_id), Expire())
+    return len(ids)
+
+
+async def _apply(session: AsyncSession, row: Any, happening: Expire | Cancel) -> Payment:
+    state = _state(row, due=1)
+    new, events = transition(state, happening)
+    if not events:
+        return (await render(session, [row]))[0]
+    updated = await repository.update_state(session, row["id"], _columns(row, new, int(row["amount_received"])))
+    view = (await render(session, [updated]))[0]
+    await _emit(session, updated, events, view)
+    return view
+
+
+# --- receipts ----------------------------------------------------------------------------
+
+
+async def refresh(session: AsyncSession, row: Any, *, needs_review: bool = False) -> None:
+    """After a receipt changed: recompute what was paid, transition, record the events."""
+    options = await repository.options(session, [row["id"]])
+    totals = {t["position"]: t for t in await repository.totals(session, row["id"])}
+    # Compare fractions of each option's quote on a common denominator: a payer may pay
+    # part in one token and the rest in another, and integers must stay exact.
+    due = math.lcm(*(int(o["token_amount"]) for o in options))
+    seen = sum(int(t["seen"]) * (due // int(options[p]["token_amount"])) for p, t in totals.items())
+    confirmed = sum(int(t["confirmed"]) * (due // int(options[p]["token_amount"])) for p, t in totals.items())
+    received = confirmed * int(row["amount"]) // due
+    new, events = transition(_state(row, due), Receipts(seen=seen, confirmed=confirmed))
+    if needs_review and not row["needs_review"]:
+        events.append("payment.needs_review")
+    columns = _columns(row, new, received) | {"needs_review": row["needs_review"] or needs_review}
+    updated = await repository.update_state(session, row["id"], columns)
+    if events:
+        await _emit(session, updated, events, (await render(session, [updated]))[0])
+
+
+def _state(row: Any, due: int) -> PaymentState:
+    return PaymentState(status=row["status"], due=due, paid=row["paid"], late=row["late"])
+
+
+def _columns(row: Any, new: PaymentState, received: int) -> dict[str, Any]:
+    return {
+        "status": new.status,
+        "paid": new.paid,
+        "late": new.late,
+        "needs_review": row["needs_review"],
+        "amount_received": received,
+    }
+
+
+async def _emit(session: AsyncSession, row: Any, events: Sequence[str], view: Payment) -> None:
+    data = view.model_dump(mode="json")
+    for event_type in events:
+        await webhooks.emit(
+            session, merchant_id=row["merchant_id"], mode=row["mode"], type=event_type, object_id=row["id"], data=data
+        )
+        metrics.PAYMENT_EVENTS.labels(event_type).inc()
+        log.info("payment.event", type=event_type, payment_id=row["id"], status=view.status, paid=view.paid)

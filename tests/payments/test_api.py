@@ -1,0 +1,180 @@
+"""The payments API through a real server configured with a real local chain: create,
+retrieve, list with filters, cancel, isolation between merchants and modes, and bad input
+(4xx naming the parameter, nothing written)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from stablegate.chains.anvil import DEV_PRIVATE_KEYS
+from stablegate.db import Database
+from stablegate.merchants import service as merchants
+from stablegate.rails.intents import Intent, intent_digest
+from tests.conftest import TEST_SECRET, ApiServer, Tenant
+
+
+@pytest.fixture
+def payments_api(api: ApiServer) -> ApiServer:
+    """The session's API server: configured with the local chain (tests/conftest.py)."""
+    return api
+
+
+async def counts(db: Database) -> tuple[int, ...]:
+    async with db.session() as session:
+        row = await session.execute(
+            text(
+                "SELECT (SELECT count(*) FROM payments), (SELECT count(*) FROM payment_options),"
+                " (SELECT count(*) FROM events WHERE type LIKE 'payment.%'),"
+                " (SELECT count(*) FROM rails_deposit_addresses), (SELECT count(*) FROM rails_intents)"
+            )
+        )
+        return tuple(row.one())
+
+
+def test_create_returns_quotes_and_both_ways_to_pay(payments_api: ApiServer, tenant: Tenant) -> None:
+    body = {
+        "amount": "25.00",
+        "currency": "USD",
+        "accepted": [{"chain": "local", "asset": "USDC"}],
+        "description": "Order 1001",
+        "metadata": {"order": "1001"},
+        "reference": "order-1001",
+        "success_url": "https://shop.example/thanks",
+    }
+    with payments_api.client(tenant.test_key) as client:
+        created = client.post("/v1/payments", json=body, headers={"Idempotency-Key": "create-1"})
+        assert created.status_code == 200, created.text
+        payment = created.json()
+        replay = client.post("/v1/payments", json=body, headers={"Idempotency-Key": "create-1"})
+        assert replay.json() == payment and replay.headers["Idempotent-Replayed"] == "true"
+        assert client.get(f"/v1/payments/{payment['id']}").json() == payment
+
+    assert payment["id"].startswith("pay_") and payment["status"] == "requires_payment"
+    assert (payment["amount"], payment["currency"], payment["amount_received"]) == ("25.00", "USD", "0.00")
+    [usdc] = payment["options"]
+    assert (usdc["quote"]["amount"], usdc["quote"]["amount_units"], usdc["quote"]["rate"]) == (
+        "25.000000",
+        "25000000",
+        "1",
+    )
+    assert usdc["quote"]["expires_at"] <= payment["expires_at"]
+    contract = usdc["instructions"]["contract"]
+    intent = contract["intent"]
+    assert (intent["amount"], intent["fee"], intent["token"]) == ("25000000", "250000", usdc["token"])
+    # The signature is the platform's over exactly these terms (the router recovers this signer).
+    from eth_account import Account
+    from eth_keys import keys
+
+    digest = intent_digest(
+        Intent(
+            id=bytes.fromhex(intent["id"][2:]),
+            token=intent["token"],
+            amount=int(intent["amount"]),
+            fee=int(intent["fee"]),
+            recipient=intent["recipient"],
+            fee_recipient=intent["feeRecipient"],
+            deadline=int(intent["deadline"]),
+        ),
+        chain_id=usdc["chain_id"],
+        router=contract["router"],
+    )
+    signature = bytes.fromhex(contract["signature"][2:])
+    signer = keys.Signature(signature[:64] + bytes([signature[64] - 27])).recover_public_key_from_msg_hash(digest)
+    assert signer.to_checksum_address() == Account.from_key(DEV_PRIVATE_KEYS[0]).address
+    deposit = usdc["instructions"]["deposit_address"]
+    assert deposit["uri"] == f"ethereum:{usdc['token']}@31337/transfer?address={deposit['address']}&uint256=25000000"
+
+
+def test_list_filters_and_isolation(payments_api: ApiServer, tenant: Tenant, other_tenant: Tenant) -> None:
+    with payments_api.client(tenant.test_key) as client:
+        ids = [
+            client.post("/v1/payments", json={"amount": "1", "currency": "USD", "reference": f"r{i % 2}"}).json()["id"]
+            for i in range(3)
+        ]
+        canceled = client.post(f"/v1/payments/{ids[0]}/cancel")
+        assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
+        again = client.post(f"/v1/payments/{ids[0]}/cancel")
+        assert again.status_code == 400 and again.json()["error"]["code"] == "payment_unexpected_state"
+
+        listed = client.get("/v1/payments", params={"limit": 2}).json()
+        assert [p["id"] for p in listed["data"]] == ids[::-1][:2] and listed["has_more"]
+        assert [p["id"] for p in client.get("/v1/payments", params={"reference": "r0"}).json()["data"]] == [
+            ids[2],
+            ids[0],
+        ]
+        assert [p["id"] for p in client.get("/v1/payments", params={"status": "canceled"}).json()["data"]] == [ids[0]]
+        future = client.get("/v1/payments", params={"created[gte]": 4102444800}).json()
+        assert future["data"] == []
+
+    for key in (other_tenant.test_key, tenant.live_key):
+        with payments_api.client(key) as client:
+            assert client.get(f"/v1/payments/{ids[1]}").status_code == 404
+            assert client.post(f"/v1/payments/{ids[1]}/cancel").status_code == 404
+            assert ids[1] not in [p["id"] for p in client.get("/v1/payments").json()["data"]]
+
+
+BAD: list[tuple[str, dict[str, Any], str, str]] = [
+    ("too many decimals", {"amount": "1.001"}, "amount", "parameter_invalid"),
+    ("zero", {"amount": "0"}, "amount", "parameter_invalid"),
+    ("negative", {"amount": "-5"}, "amount", "parameter_invalid"),
+    ("huge", {"amount": "1000000000001"}, "amount", "parameter_invalid"),
+    ("number, not string", {"amount": 25}, "amount", "parameter_invalid"),
+    ("exponent", {"amount": "1e3"}, "amount", "parameter_invalid"),
+    ("unknown currency", {"currency": "XYZ"}, "currency", "currency_unsupported"),
+    ("lower-case currency", {"currency": "usd"}, "currency", "parameter_invalid"),
+    ("unknown chain", {"accepted": [{"chain": "solana", "asset": "USDC"}]}, "accepted[0][chain]", "chain_unsupported"),
+    ("unknown asset", {"accepted": [{"chain": "local", "asset": "WBTC"}]}, "accepted[0][asset]", "asset_unsupported"),
+    (
+        "duplicate option",
+        {"accepted": [{"chain": "local", "asset": "USDC"}, {"chain": "local", "asset": "USDC"}]},
+        "accepted[1]",
+        "parameter_invalid",
+    ),
+    ("empty accepted", {"accepted": []}, "accepted", "parameter_invalid"),
+    ("no rate for the pair", {"currency": "JPY"}, "accepted[0][asset]", "rate_unknown"),
+    ("expiry too short", {"expires_in_s": 59}, "expires_in_s", "parameter_invalid"),
+    ("expiry too long", {"expires_in_s": 7 * 24 * 3600 + 1}, "expires_in_s", "parameter_invalid"),
+    ("metadata too large", {"metadata": {f"k{i}": "v" for i in range(51)}}, "metadata", "parameter_invalid"),
+    ("metadata value too long", {"metadata": {"k": "v" * 501}}, "metadata[k]", "parameter_invalid"),
+    ("bad success url", {"success_url": "javascript:alert(1)"}, "success_url", "parameter_invalid"),
+    ("unknown field", {"customer": "cus_1"}, "customer", "parameter_invalid"),
+    ("NUL in description", {"description": "a\x00b"}, "description", "parameter_invalid"),
+]
+
+
+@pytest.mark.parametrize(("label", "change", "param", "code"), BAD, ids=[c[0] for c in BAD])
+async def test_bad_input_names_the_parameter_and_writes_nothing(
+    payments_api: ApiServer, tenant: Tenant, db: Database, label: str, change: dict[str, Any], param: str, code: str
+) -> None:
+    before = await counts(db)
+    with payments_api.client(tenant.test_key) as client:
+        reply = client.post("/v1/payments", json={"amount": "25.00", "currency": "USD"} | change)
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert (error["param"], error["code"]) == (param, code), error
+    assert await counts(db) == before
+
+
+def test_a_live_key_cannot_use_a_test_chain(payments_api: ApiServer, tenant: Tenant) -> None:
+    with payments_api.client(tenant.live_key) as client:
+        reply = client.post("/v1/payments", json={"amount": "1", "currency": "USD"})
+    assert reply.status_code == 400 and reply.json()["error"]["param"] == "accepted"
+
+
+async def test_restricted_keys_need_payment_scopes(payments_api: ApiServer, tenant: Tenant, db: Database) -> None:
+    async with db.session() as session:
+        created = await merchants.create_key(
+            session,
+            TEST_SECRET.encode(),
+            merchant_id=tenant.merchant_id,
+            mode="test",
+            kind="restricted",
+            scopes=["payments:read"],
+        )
+    with payments_api.client(created.secret) as client:
+        assert client.get("/v1/payments").status_code == 200
+        denied = client.post("/v1/payments", json={"amount": "1", "currency": "USD"})
+        assert denied.status_code == 403 and denied.json()["error"]["code"] == "insufficient_permissions"

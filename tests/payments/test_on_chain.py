@@ -1,0 +1,225 @@
+"""Payments paid on a real anvil, followed by the real follower, booked in the real ledger:
+both rails, under/over/partial payments, late money, reorgs, and replays."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from stablegate.chains.follower import Follower
+from stablegate.db import Database
+from stablegate.errors import InvalidRequest
+from stablegate.merchants.service import Principal
+from stablegate.payments import service
+from tests.chains.conftest import Chain
+from tests.conftest import Tenant
+from tests.payments.conftest import (
+    CONFIRMATIONS,
+    DAI,
+    USDC,
+    balances,
+    create,
+    event_types,
+    fetch,
+    option,
+    pay_contract,
+    pay_transfer,
+)
+
+
+async def confirm(chain: Chain, follower: Follower) -> None:
+    chain.mine(CONFIRMATIONS)
+    await follower.sync()
+
+
+async def test_paid_through_the_contract_succeeds_and_credits_the_merchant_net_of_fees(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
+) -> None:
+    payment = await create(db, principal, ctx, accepted=[{"chain": "local", "asset": "USDC"}])
+    assert payment.status == "requires_payment" and option(payment).quote.amount_units == str(25 * USDC)
+    fee = int(option(payment).instructions.contract.intent["fee"])  # type: ignore[union-attr]
+    assert fee == 25 * USDC // 100  # 1 %
+
+    assert pay_contract(chain, payment)["status"] == 1
+    await follower.sync()
+    seen = await fetch(db, principal, payment.id)
+    assert (seen.status, seen.paid, seen.receipts[0].status, seen.receipts[0].rail) == (
+        "processing",
+        "none",
+        "seen",
+        "contract",
+    )
+    assert await balances(db, tenant) == {"USDC.local": (0, 25 * USDC)}
+
+    await confirm(chain, follower)
+    paid = await fetch(db, principal, payment.id)
+    assert (paid.status, paid.paid, paid.amount_received) == ("succeeded", "exact", "25.00")
+    assert paid.receipts[0].confirmations >= CONFIRMATIONS
+    assert await balances(db, tenant) == {"USDC.local": (25 * USDC - fee, 0)}
+    assert await event_types(db, payment.id) == ["payment.created", "payment.processing", "payment.succeeded"]
+
+    assert pay_contract(chain, payment, payer=1)["status"] == 0  # the router pays an intent once
+    await confirm(chain, follower)
+    assert await balances(db, tenant) == {"USDC.local": (25 * USDC - fee, 0)}
+
+
+async def test_a_deposit_address_transfer_succeeds_with_the_deposit_fee(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
+) -> None:
+    payment = await create(db, principal, ctx, amount="10.50")
+    assert {o.asset for o in payment.options} == {"USDC", "DAI"}
+    address = option(payment).instructions.deposit_address
+    assert address.address == option(payment, "DAI").instructions.deposit_address.address  # one per chain
+    assert address.uri.startswith(f"ethereum:{option(payment).token}@{chain.stack.chain_id}/transfer?address=")
+
+    pay_transfer(chain, payment, 10_500_000)
+    await confirm(chain, follower)
+    paid = await fetch(db, principal, payment.id)
+    assert (paid.status, paid.paid, paid.receipts[0].rail) == ("succeeded", "exact", "deposit_address")
+    assert await balances(db, tenant) == {"USDC.local": (10_500_000 - 105_000, 0)}
+
+
+async def test_underpaid_then_topped_up_by_a_second_partial_payment(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
+) -> None:
+    payment = await create(db, principal, ctx, amount="20")
+    pay_transfer(chain, payment, 15 * USDC)
+    await confirm(chain, follower)
+    partial = await fetch(db, principal, payment.id)
+    assert (partial.status, partial.paid, partial.amount_received) == ("processing", "underpaid", "15.00")
+    assert option(partial).amount_received_units == str(15 * USDC)
+
+    pay_transfer(chain, payment, 5 * USDC, payer=1)
+    await confirm(chain, follower)
+    paid = await fetch(db, principal, payment.id)
+    assert (paid.status, paid.paid, paid.amount_received, len(paid.receipts)) == ("succeeded", "exact", "20.00", 2)
+    assert await event_types(db, payment.id) == [
+        "payment.created",
+        "payment.processing",
+        "payment.underpaid",
+        "payment.succeeded",
+    ]
+    assert await balances(db, tenant) == {"USDC.local": (20 * USDC - 150_000 - 50_000, 0)}
+
+
+async def test_overpaid_succeeds_and_says_so(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, ctx: service.Context
+) -> None:
+    payment = await create(db, principal, ctx, amount="5")
+    pay_transfer(chain, payment, 7 * USDC)
+    await confirm(chain, follower)
+    paid = await fetch(db, principal, payment.id)
+    assert (paid.status, paid.paid, paid.amount_received) == ("succeeded", "overpaid", "7.00")
+    assert await event_types(db, payment.id) == [
+        "payment.created",
+        "payment.processing",
+        "payment.succeeded",
+        "payment.overpaid",
+    ]
+
+
+async def test_half_in_each_of_two_tokens_adds_up_exactly(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
+) -> None:
+    payment = await create(db, principal, ctx, amount="30")
+    pay_transfer(chain, payment, 15 * USDC)
+    pay_transfer(chain, payment, 15 * DAI, asset="DAI")
+    await confirm(chain, follower)
+    paid = await fetch(db, principal, payment.id)
+    assert (paid.status, paid.paid, paid.amount_received) == ("succeeded", "exact", "30.00")
+    assert set(await balances(db, tenant)) == {"USDC.local", "DAI.local"}
+
+
+async def test_money_after_expiry_is_credited_and_flagged_late(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
+) -> None:
+    payment = await create(db, principal, ctx, amount="3", expires_in_s=60)
+    async with db.session() as session:
+        assert await service.expire_due(session, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=61)) >= 1
+    assert (await fetch(db, principal, payment.id)).status == "expired"
+
+    pay_transfer(chain, payment, 3 * USDC)
+    await confirm(chain, follower)
+    late = await fetch(db, principal, payment.id)
+    assert (late.status, late.paid, late.late, late.receipts[0].late) == ("expired", "exact", True, True)
+    assert await balances(db, tenant) == {"USDC.local": (3 * USDC - 30_000, 0)}
+    assert await event_types(db, payment.id) == ["payment.created", "payment.expired", "payment.paid_late"]
+
+
+async def test_a_reorg_that_orphans_a_seen_payment_reverses_its_pending_posting(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
+) -> None:
+    payment = await create(db, principal, ctx, amount="8")
+    await follower.sync()
+    snapshot = chain.rpc("evm_snapshot")
+    pay_transfer(chain, payment, 8 * USDC)
+    await follower.sync()
+    assert (await fetch(db, principal, payment.id)).status == "processing"
+    assert await balances(db, tenant) == {"USDC.local": (0, 8 * USDC)}
+
+    chain.rpc("evm_revert", snapshot)
+    chain.mine(2)  # a longer fork without the transfer
+    await follower.sync()
+    back = await fetch(db, principal, payment.id)
+    assert (back.status, back.receipts[0].status) == ("requires_payment", "orphaned")
+    assert await balances(db, tenant) == {"USDC.local": (0, 0)}
+    assert await event_types(db, payment.id) == [
+        "payment.created",
+        "payment.processing",
+        "payment.requires_payment",
+    ]
+
+
+async def test_cancel_only_before_money_is_seen(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, ctx: service.Context
+) -> None:
+    first = await create(db, principal, ctx)
+    async with db.session() as session:
+        canceled = await service.cancel(session, principal, first.id)
+    assert canceled.status == "canceled"
+
+    second = await create(db, principal, ctx, amount="1")
+    pay_transfer(chain, second, USDC)
+    await follower.sync()
+    with pytest.raises(InvalidRequest) as refused:
+        async with db.session() as session:
+            await service.cancel(session, principal, second.id)
+    assert refused.value.code == "payment_unexpected_state"
+
+
+async def test_the_contract_refuses_a_quote_after_it_expired_and_a_transfer_is_still_credited_late(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
+) -> None:
+    payment = await create(db, principal, ctx, amount="2", expires_in_s=60)
+    deadline = int(option(payment).instructions.contract.intent["deadline"])  # type: ignore[union-attr]
+    assert deadline == option(payment).quote.expires_at <= payment.expires_at
+    chain.rpc("evm_increaseTime", 120)
+    chain.mine()
+    assert pay_contract(chain, payment)["status"] == 0  # the router checks the signed deadline
+    async with db.session() as session:
+        await service.expire_due(session, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=61))
+    pay_transfer(chain, payment, 2 * USDC)
+    await confirm(chain, follower)
+    late = await fetch(db, principal, payment.id)
+    assert (late.status, late.late, [r.rail for r in late.receipts]) == ("expired", True, ["deposit_address"])
+
+
+async def test_a_confirmed_payment_reorganised_away_is_flagged_for_review_not_clawed_back(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
+) -> None:
+    payment = await create(db, principal, ctx, amount="4")
+    await follower.sync()
+    snapshot = chain.rpc("evm_snapshot")
+    pay_transfer(chain, payment, 4 * USDC)
+    chain.mine(CONFIRMATIONS + 1)
+    await follower.sync()
+    assert (await fetch(db, principal, payment.id)).status == "succeeded"
+
+    chain.rpc("evm_revert", snapshot)
+    chain.mine(CONFIRMATIONS + 4)
+    await follower.sync()
+    flagged = await fetch(db, principal, payment.id)
+    assert (flagged.status, flagged.needs_review, flagged.receipts[0].status) == ("succeeded", True, "reorged")
+    assert await balances(db, tenant) == {"USDC.local": (4 * USDC - 40_000, 0)}  # an operator decides
+    assert (await event_types(db, payment.id))[-1] == "payment.needs_review"
