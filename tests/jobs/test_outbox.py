@@ -11,7 +11,7 @@ from sqlalchemy import text
 from stablegate.config import Settings
 from stablegate.db import Database
 from stablegate.jobs import outbox
-from stablegate.jobs.app import purge_idempotency_keys, run_worker
+from stablegate.jobs.app import build_app, purge_idempotency_keys, retry_stalled, run_worker
 from tests.conftest import Tenant
 
 
@@ -62,3 +62,28 @@ async def test_committed_job_runs_on_the_worker(
     async with db.session() as session:
         left = await session.scalar(text("SELECT count(*) FROM idempotency_keys WHERE key = 'expired-key'"))
     assert left == 0
+
+
+async def test_a_job_left_doing_by_a_dead_worker_is_retried_and_run(
+    db: Database, database_url: str, settings: Settings
+) -> None:
+    """A worker killed mid-job leaves it `doing` with a heartbeat that stops: the periodic
+    system task puts it back, and a live worker runs it."""
+    marker = time.time_ns()
+    async with db.session() as session:
+        job_id = await outbox.enqueue(session, purge_idempotency_keys, timestamp=marker)
+        dead_worker = await session.scalar(
+            text("INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now() - interval '1 hour') RETURNING id")
+        )
+        await session.execute(
+            text("UPDATE procrastinate_jobs SET status = 'doing', worker_id = :w WHERE id = :id"),
+            {"w": dead_worker, "id": job_id},
+        )
+    app = build_app(database_url)
+    async with app.open_async():
+        assert await retry_stalled(app) >= 1
+    assert [status for _, status in await job_rows(db, marker)] == ["todo"]
+    await run_worker(
+        database_url, settings, concurrency=1, wait=False, install_signal_handlers=False, queues=["system"]
+    )
+    assert [status for _, status in await job_rows(db, marker)] == ["succeeded"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stablegate.kit.ids import id_timestamp_ms, is_valid_id, new_id
+from stablegate.kit.ids import _ALPHABET, _encode, id_timestamp_ms, is_valid_id, new_id, new_ids
 
 
 @given(st.integers(min_value=0, max_value=(1 << 48) - 1), st.integers(min_value=0, max_value=(1 << 48) - 1))
@@ -31,3 +31,17 @@ def test_garbage_is_never_a_valid_id(value: str) -> None:
 def test_ids_made_in_one_process_are_strictly_increasing() -> None:
     ids = [new_id("txn") for _ in range(5000)]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+@given(st.integers(min_value=1, max_value=64))
+def test_a_batch_of_ids_is_unique_increasing_and_followed_by_larger_ids(count: int) -> None:
+    batch = new_ids("msg", count)
+    after = new_id("msg")
+    assert len(set(batch)) == count and batch == sorted(batch) and after > batch[-1]
+    assert all(is_valid_id(i, "msg") for i in batch)
+
+
+@given(st.integers(min_value=0, max_value=(1 << 128) - 1))
+def test_encoding_is_big_endian_crockford_base32(value: int) -> None:
+    assert len(new_id("x", now_ms=value >> 80)) == 28
+    assert _encode(value) == "".join(_ALPHABET[(value >> (5 * i)) & 31] for i in reversed(range(26)))

@@ -21,6 +21,7 @@ log = structlog.get_logger(__name__)
 
 tasks = procrastinate.Blueprint()
 PURGE_MAX_BATCHES = 100
+STALLED_AFTER_S = 60  # procrastinate's workers beat every 10 s
 
 
 @tasks.periodic(cron="*/15 * * * *", periodic_id="purge_idempotency_keys")
@@ -31,6 +32,27 @@ async def purge_idempotency_keys(timestamp: int) -> int:
     log.info("idempotency.purged", deleted=deleted)
     metrics.JOBS_RUN.labels("system.purge_idempotency_keys", "ok").inc()
     return deleted
+
+
+@tasks.periodic(cron="* * * * *", periodic_id="retry_stalled_jobs")
+@tasks.task(name="system.retry_stalled_jobs", queue="system", pass_context=True)
+async def retry_stalled_jobs(context: procrastinate.JobContext, timestamp: int) -> int:
+    """Put back jobs whose worker died mid-run (no heartbeat for STALLED_AFTER_S): without
+    this a crashed webhook attempt would stay `doing` forever and hold its endpoint's lock.
+    Every task is safe to run again (webhook receivers deduplicate by webhook-id)."""
+    assert context.app is not None
+    retried = await retry_stalled(context.app)
+    metrics.JOBS_RUN.labels("system.retry_stalled_jobs", "ok").inc()
+    return retried
+
+
+async def retry_stalled(app: procrastinate.App) -> int:
+    manager = app.job_manager
+    stalled = list(await manager.get_stalled_jobs(seconds_since_heartbeat=STALLED_AFTER_S))
+    for job in stalled:
+        await manager.retry_job(job)
+        log.warning("job.stalled_retried", job_id=job.id, task=job.task_name, lock=job.lock)
+    return len(stalled)
 
 
 def build_app(url: str) -> procrastinate.App:

@@ -15,12 +15,15 @@ _BODY_LENGTH = 26
 _BODY_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
 
+# Two characters (10 bits) per lookup: 13 lookups make the 26 characters (130 bits, the
+# top two always zero).
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+_PAIR_SHIFTS = tuple(range(120, -1, -10))
+
+
 def _encode(value: int) -> str:
-    chars = []
-    for _ in range(_BODY_LENGTH):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    assert 0 <= value < 1 << 128
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
 
 _RANDOM_BITS = 80
@@ -40,6 +43,17 @@ def new_id(prefix: str, now_ms: int | None = None) -> str:
     if now_ms is None:
         _last_value = value
     return f"{prefix}_{_encode(value)}"
+
+
+def new_ids(prefix: str, count: int) -> list[str]:
+    """`count` new ids in increasing order from one random draw (one system call): for
+    callers that need a batch, e.g. one per possible webhook delivery of an event."""
+    global _last_value
+    assert count >= 1
+    first = new_id(prefix)
+    base = _last_value
+    _last_value = base + count - 1
+    return [first] + [f"{prefix}_{_encode(base + i)}" for i in range(1, count)]
 
 
 def id_pattern(prefix: str) -> str:

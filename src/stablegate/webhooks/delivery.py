@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import importlib.util
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -27,13 +25,6 @@ from stablegate.observability.tracing import tracer
 from stablegate.webhooks import schedule, service, signing
 
 log = structlog.get_logger(__name__)
-
-# httpcore asks `import sniffio` each time it sets up a lock (several per request). With
-# sniffio not installed (anyio ≥ 4.12 dropped it) every ask is a failed import that scans
-# sys.path: ~0.15 ms each, 15 % of an attempt's CPU (bench/webhooks.py, cProfile). A None
-# entry makes the failure immediate; httpcore then assumes asyncio, which is what runs.
-if importlib.util.find_spec("sniffio") is None:
-    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
 USER_AGENT = "Stablegate-Webhooks/1 (+https://docs.standardwebhooks.com)"
 EXCERPT_BYTES = 1024

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from stablegate.errors import InvalidRequest, NotFound
 from stablegate.jobs import outbox
 from stablegate.kit import ssrf
-from stablegate.kit.ids import new_id
+from stablegate.kit.ids import new_id, new_ids
 from stablegate.kit.pagination import Page, PageRequest
 from stablegate.merchants.service import MODES, Principal
 from stablegate.observability import metrics
@@ -94,7 +94,7 @@ async def emit(
         "object_id": object_id,
         "data": canonical_json(body).decode(),
     }
-    msg_ids = [new_id(DELIVERY_PREFIX) for _ in range(MAX_ENDPOINTS)]
+    msg_ids = new_ids(DELIVERY_PREFIX, MAX_ENDPOINTS)
     deliveries = await repository.insert_event_and_deliveries(session, values, msg_ids)
     for delivery_id, endpoint_id in deliveries:
         await _enqueue_attempt(session, delivery_id, endpoint_id, step=0)
