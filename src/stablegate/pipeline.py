@@ -17,7 +17,14 @@ import structlog
 from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from stablegate.errors import InternalError, InvalidRequest, PayloadTooLarge, ServiceUnavailable, StablegateError
+from stablegate.errors import (
+    InternalError,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    StablegateError,
+)
 from stablegate.kit import idempotency
 from stablegate.kit.ids import new_id
 from stablegate.kit.ratelimit import RateLimiter
@@ -138,6 +145,10 @@ class UnitOfWorkMiddleware:
         self, scope: Scope, headers: dict[str, str], body: bytes, session: AsyncSession
     ) -> idempotency.StoredResponse:
         principal = await merchants.authenticate(session, self.config.server_secret, headers.get("authorization"))
+        if "\x00" in scope["path"]:
+            # No route or id holds a NUL byte, and PostgreSQL text cannot: answer as for any
+            # unknown URL instead of letting a lookup fail in the driver.
+            raise NotFound(f"Unrecognized request URL ({scope['method']} {scope['path']!r}).", code="url_not_found")
         structlog.contextvars.bind_contextvars(
             merchant_id=principal.merchant_id, mode=principal.mode, api_key_id=principal.key_id
         )

@@ -178,3 +178,26 @@ async def test_restricted_keys_need_payment_scopes(payments_api: ApiServer, tena
         assert client.get("/v1/payments").status_code == 200
         denied = client.post("/v1/payments", json={"amount": "1", "currency": "USD"})
         assert denied.status_code == 403 and denied.json()["error"]["code"] == "insufficient_permissions"
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "param"),
+    [
+        ("/v1/payments/pay_%00abc", {}, 404, None),
+        ("/v1/customers/cus_%00abc", {}, 404, None),
+        ("/v1/events/evt_%00abc", {}, 404, None),
+        ("/v1/webhook_endpoints/we_%00abc/deliveries", {}, 404, None),
+        ("/v1/payments", {"reference": "a\x00b"}, 400, "reference"),
+        ("/v1/payments", {"status": "paid"}, 400, "status"),
+        ("/v1/payments", {"created[gte]": "yesterday"}, 400, "created[gte]"),
+        ("/v1/payments", {"limit": 101}, 400, "limit"),
+        ("/v1/payments", {"starting_after": "cus_01M86R214T1G6P3KR5DXGSB94F"}, 400, "starting_after"),
+    ],
+)
+def test_bad_reads_are_4xx_naming_the_parameter(
+    payments_api: ApiServer, tenant: Tenant, path: str, params: dict[str, Any], status: int, param: str | None
+) -> None:
+    with payments_api.client(tenant.test_key) as client:
+        reply = client.get(path, params=params)
+    assert reply.status_code == status, reply.text
+    assert reply.json()["error"]["param"] == param

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from stablegate.kit.pagination import PageRequest
+from stablegate.kit.validation import NO_NUL_PATTERN
 from stablegate.merchants.service import Principal
 from stablegate.payments import service
 from stablegate.payments.schemas import Payment, PaymentCreate
@@ -58,7 +59,9 @@ async def list_payments(
         Literal["requires_payment", "processing", "succeeded", "expired", "canceled"] | None,
         Query(description="Only payments in this status."),
     ] = None,
-    reference: Annotated[str | None, Query(min_length=1, max_length=200, description="Your order id.")] = None,
+    reference: Annotated[
+        str | None, Query(min_length=1, max_length=200, pattern=NO_NUL_PATTERN, description="Your order id.")
+    ] = None,
     created_gte: Annotated[
         int | None, Query(alias="created[gte]", ge=0, le=MAX_UNIX_S, description="Created at or after (unix s).")
     ] = None,

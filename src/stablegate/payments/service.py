@@ -22,7 +22,7 @@ from stablegate.chains import service as chains
 from stablegate.chains.registry import ChainConfig, TokenConfig
 from stablegate.config import Settings
 from stablegate.errors import InvalidRequest, NotFound
-from stablegate.kit.ids import new_id
+from stablegate.kit.ids import is_valid_id, new_id
 from stablegate.kit.pagination import Page, PageRequest
 from stablegate.merchants.service import Principal
 from stablegate.observability import metrics
@@ -348,7 +348,10 @@ async def set_fee_schedule(
 
 
 async def get(session: AsyncSession, principal: Principal, payment_id: str, *, for_update: bool = False) -> Any:
-    row = await repository.get(session, principal.merchant_id, principal.mode, payment_id, for_update=for_update)
+    # A malformed id (a NUL byte included) is nobody's payment: answer without asking the database.
+    row = None
+    if is_valid_id(payment_id, PREFIX):
+        row = await repository.get(session, principal.merchant_id, principal.mode, payment_id, for_update=for_update)
     if row is None:
         # The same answer whether the id belongs to another merchant or mode or to nobody.
         raise NotFound(f"No such payment: '{payment_id[:64]}'.", param="id")
