@@ -152,7 +152,12 @@ async def test_paid_payment_reaches_the_merchant_as_verified_webhooks_and_a_net_
     available = {b["asset"]: int(b["amount"]) for b in balance["available"]}
     assert available["USDC.local"] - before.get("USDC.local", 0) == 25 * USDC - fee
 
-    mine = [(h, b) for h, b in receiver.requests if json.loads(b)["data"]["object"]["id"] == payment.id]
+    # Deliveries run concurrently and may arrive in any order (as the spec allows);
+    # events carry time-sortable ids, which is how receivers order them.
+    mine = sorted(
+        ((h, b) for h, b in receiver.requests if json.loads(b)["data"]["object"]["id"] == payment.id),
+        key=lambda request: json.loads(request[1])["id"],
+    )
     types = [json.loads(b)["type"] for _, b in mine]
     assert types == ["payment.created", "payment.processing", "payment.succeeded"], types
     for headers, body in mine:
