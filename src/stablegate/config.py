@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     spread_bps: int = 0  # the default FX spread, for merchants without a profile
     # Static FX rates, "BASE/QUOTE=value": QUOTE currency per one BASE token.
     fx_rates: str = "USDC/USD=1,USDT/USD=1,DAI/USD=1,USDC/EUR=0.92,USDT/EUR=0.92,DAI/EUR=0.92"
+    # Chainlink-style feeds, "BASE/QUOTE@chain:0xfeed,…", read on that configured chain;
+    # they take precedence over the static rates for their pair.
+    fx_feeds: str = ""
     rate_max_age_s: int = 300  # older rates are refused, never used
     quote_ttl_s: int = 1800  # a quote lives this long, or until the payment expires
 

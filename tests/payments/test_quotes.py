@@ -4,15 +4,21 @@ the merchant's spread and fee schedules applied, amounts rounded towards the pla
 from __future__ import annotations
 
 import datetime as dt
+import time
 from decimal import Decimal
 
 import pytest
+from eth_account import Account
 
+from stablegate.chains.anvil import DEV_PRIVATE_KEYS
+from stablegate.config import Settings
 from stablegate.db import Database
 from stablegate.errors import InvalidRequest
 from stablegate.merchants.service import Principal
 from stablegate.payments import repository, service
 from stablegate.pricing.rates import Rate, StaticRates
+from stablegate.rails import contracts
+from tests.chains.conftest import Chain
 from tests.conftest import Tenant
 from tests.payments.conftest import create, option
 
@@ -83,3 +89,49 @@ async def test_merchant_spread_and_fee_schedules_apply_per_rail(
     async with db.session() as session:
         [row] = await repository.options(session, [payment.id])
     assert (row["fee_bps"], int(row["fee_fixed"])) == (0, 100_000)
+
+
+def set_feed(chain: Chain, answer: int, updated_at: int | None = None) -> None:
+    """The feed owner reports a round (8 decimals), as an oracle network would."""
+    owner = Account.from_key(DEV_PRIVATE_KEYS[0])
+    feed = chain.w3.eth.contract(address=chain.stack.price_feed, abi=contracts.abi("MockPriceFeed"))
+    call = feed.functions.setAnswer(answer) if updated_at is None else feed.functions.setRoundData(answer, updated_at)
+    nonce = chain.w3.eth.get_transaction_count(owner.address)
+    tx = call.build_transaction({"from": owner.address, "nonce": nonce, "chainId": chain.stack.chain_id})
+    chain.w3.eth.wait_for_transaction_receipt(
+        chain.w3.eth.send_raw_transaction(owner.sign_transaction(tx).raw_transaction)
+    )
+
+
+async def test_a_configured_chainlink_feed_prices_its_pair_and_static_rates_the_rest(
+    db: Database, principal: Principal, chain: Chain
+) -> None:
+    set_feed(chain, 95_000_000)  # 0.95 EUR per USDC
+    settings = Settings(
+        intent_signer_key=DEV_PRIVATE_KEYS[0], fx_feeds=f"USDC/EUR@local:{chain.stack.price_feed}", rate_max_age_s=600
+    )
+    ctx = service.Context.from_settings(settings, [chain.config])
+    payment = await create(db, principal, ctx, amount="19.00", currency="EUR")
+    usdc, dai = option(payment, "USDC").quote, option(payment, "DAI").quote
+    assert (usdc.rate, usdc.amount_units) == ("0.95", "20000000") and usdc.rate_source.startswith("chainlink:")
+    assert (dai.rate, dai.rate_source) == ("0.92", "static")
+
+    set_feed(chain, 95_000_000, updated_at=int(time.time()) - 3600)  # the feed stopped updating
+    with pytest.raises(InvalidRequest) as refused:
+        await create(db, principal, ctx, amount="19.00", currency="EUR")
+    assert (refused.value.code, refused.value.param) == ("rate_stale", "accepted[0][asset]")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["USDC/EUR", "USDC/EUR@local", "USDC@local:0x" + "ab" * 20, "USDC/EUR@local:0x1234", "/EUR@local:0x" + "ab" * 20],
+)
+def test_a_malformed_feed_setting_is_refused_at_start(text: str) -> None:
+    with pytest.raises(ValueError, match="STABLEGATE_FX_FEEDS"):
+        service.parse_feeds(text)
+
+
+def test_a_feed_on_an_unconfigured_chain_is_refused_at_start(chain: Chain) -> None:
+    settings = Settings(fx_feeds="USDC/EUR@base:0x" + "ab" * 20)
+    with pytest.raises(ValueError, match="not configured"):
+        service.Context.from_settings(settings, [chain.config])

@@ -19,7 +19,8 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stablegate.chains import service as chains
-from stablegate.chains.registry import ChainConfig, TokenConfig
+from stablegate.chains.registry import ADDRESS, ChainConfig, TokenConfig
+from stablegate.chains.rpc import RpcClient
 from stablegate.config import Settings
 from stablegate.errors import InvalidRequest, NotFound
 from stablegate.kit.ids import is_valid_id, new_id
@@ -31,7 +32,7 @@ from stablegate.payments.schemas import Payment, PaymentCreate
 from stablegate.payments.state import Cancel, Expire, InvalidTransition, PaymentState, Receipts, transition
 from stablegate.pricing import quotes
 from stablegate.pricing.fees import FeeSchedule, fee
-from stablegate.pricing.rates import Rate, RateProvider, RateUnavailable, StaticRates, checked
+from stablegate.pricing.rates import ChainlinkFeed, Rate, RateProvider, RateUnavailable, Routed, StaticRates, checked
 from stablegate.rails import service as rails
 from stablegate.rails.service import IntentTerms
 from stablegate.webhooks import service as webhooks
@@ -61,7 +62,7 @@ class Context:
     def from_settings(cls, settings: Settings, chains: Sequence[ChainConfig]) -> Context:
         return cls(
             chains=tuple(chains),
-            rates=StaticRates(parse_rates(settings.fx_rates)),
+            rates=rate_provider(settings, chains),
             signer_key=settings.intent_signer_key,
             fee_bps=settings.fee_bps,
             spread_bps=settings.spread_bps,
@@ -72,6 +73,38 @@ class Context:
     def chains_for(self, mode: str) -> list[ChainConfig]:
         """Live payments use live chains only, test payments the others."""
         return [c for c in self.chains if c.livemode == (mode == "live")]
+
+
+def rate_provider(settings: Settings, chains: Sequence[ChainConfig]) -> RateProvider:
+    """Configured feeds first (one JSON-RPC client per chain), static rates for the rest."""
+    static = StaticRates(parse_rates(settings.fx_rates))
+    feeds = parse_feeds(settings.fx_feeds)
+    if not feeds:
+        return static
+    by_name = {c.name: c for c in chains}
+    clients: dict[str, RpcClient] = {}
+    routes: dict[tuple[str, str], RateProvider] = {}
+    for (base, quote), (chain_name, address) in feeds.items():
+        chain = by_name.get(chain_name)
+        if chain is None or not chain.rpc_urls:
+            raise ValueError(f"STABLEGATE_FX_FEEDS: {base}/{quote} reads chain {chain_name!r}, which is not configured")
+        if chain_name not in clients:
+            clients[chain_name] = RpcClient(chain.name, chain.rpc_urls)
+        routes[base, quote] = ChainlinkFeed(clients[chain_name], address, base, quote)
+    return Routed(routes, static)
+
+
+def parse_feeds(text: str) -> dict[tuple[str, str], tuple[str, str]]:
+    """ "USDC/USD@base:0xabc…" → {("USDC", "USD"): ("base", "0xabc…")}."""
+    feeds: dict[tuple[str, str], tuple[str, str]] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        pair, _, where = item.partition("@")
+        base, _, quote = pair.partition("/")
+        chain, _, address = where.partition(":")
+        if not (base and quote and chain and ADDRESS.match(address)):
+            raise ValueError(f"STABLEGATE_FX_FEEDS: {item!r} is not BASE/QUOTE@chain:0xaddress")
+        feeds[base.strip(), quote.strip()] = (chain.strip(), address.lower())
+    return feeds
 
 
 def parse_rates(text: str) -> dict[tuple[str, str], Decimal]:

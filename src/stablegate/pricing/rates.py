@@ -90,3 +90,22 @@ class ChainlinkFeed:
 
     async def _call(self, selector: str) -> str:
         return str(await self.rpc.call("eth_call", {"to": self.feed, "data": selector}, "latest"))
+
+
+class Routed:
+    """Each pair from its own provider (e.g. a feed per pair), anything else from the
+    fallback (the configured static rates). A pair's inverse is served by its route too."""
+
+    def __init__(self, routes: dict[tuple[str, str], RateProvider], fallback: RateProvider) -> None:
+        self._routes = dict(routes)
+        self._fallback = fallback
+
+    async def rate(self, base: str, quote: str) -> Rate:
+        if (base, quote) in self._routes:
+            return await self._routes[base, quote].rate(base, quote)
+        if (quote, base) in self._routes:
+            inverse = await self._routes[quote, base].rate(quote, base)
+            if inverse.value <= 0:
+                raise RateUnavailable("rate_invalid", f"{quote}/{base} = {inverse.value} from {inverse.source}")
+            return Rate(base, quote, 1 / inverse.value, inverse.as_of, inverse.source)
+        return await self._fallback.rate(base, quote)
