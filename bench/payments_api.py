@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.api_overhead import HOST, LOADGEN_CPU, _pin, measure, start_server, tenant_key
-from bench.loadgen import peak, request_factory
+from bench.api_overhead import HOST, LOADGEN_CPU, _pin, measure_all, start_server, tenant_key
+from bench.loadgen import request_factory
 from stablegate import localnet, migrations
 from stablegate.chains import registry
 from stablegate.chains.anvil import DEV_PRIVATE_KEYS, Anvil
@@ -75,10 +75,7 @@ async def run(args: argparse.Namespace) -> None:
             await asyncio.to_thread(subprocess.Popen, command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             print(f"profiling the server into {out}")
         try:
-            results = {}
-            for name, make in endpoints(port, key).items():
-                await peak(HOST, port, make, args.connections, 1.0)  # type: ignore[arg-type]  # warm-up
-                results[name] = await measure(port, make, args)
+            results = await measure_all(port, endpoints(port, key), args)
         finally:
             proc.terminate()
             proc.wait(timeout=15)

@@ -133,10 +133,16 @@ async def _seen(session: AsyncSession, event: ChainEvent, payment: Any, option: 
     return True, False
 
 
+def _seen_in(receipt: Any, generation: int) -> bool:
+    """The receipt is pending confirmation in this generation: the one state that a
+    confirmation or an orphaning moves on from."""
+    return receipt is not None and (receipt["status"], receipt["generation"]) == ("seen", generation)
+
+
 async def _confirmed(
     session: AsyncSession, event: ChainEvent, payment: Any, option: Any, receipt: Any
 ) -> tuple[bool, bool]:
-    if receipt is None or (receipt["status"], receipt["generation"]) != ("seen", event.generation):
+    if not _seen_in(receipt, event.generation):
         if receipt is None or receipt["generation"] < event.generation:
             # Seen and confirmed in one range arrive in order; anything else is a bug upstream.
             log.error("payment.confirmed_unseen", tx_hash=event.tx_hash, observation_id=event.observation_id)
@@ -149,7 +155,7 @@ async def _confirmed(
 async def _orphaned(
     session: AsyncSession, event: ChainEvent, payment: Any, option: Any, receipt: Any
 ) -> tuple[bool, bool]:
-    if receipt is None or (receipt["status"], receipt["generation"]) != ("seen", event.generation):
+    if not _seen_in(receipt, event.generation):
         return False, False
     await repository.update_receipt(session, event.observation_id, "orphaned", event.generation, event.block_number)
     await postings.book_orphaned(session, _ledger_receipt(event, payment, option, int(receipt["fee"])))

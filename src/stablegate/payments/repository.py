@@ -51,12 +51,6 @@ async def _fetchrow(session: AsyncSession, sql: str, *args: Any) -> Row | None:
         return row
 
 
-async def _executemany(session: AsyncSession, sql: str, args: Sequence[Sequence[Any]]) -> None:
-    conn = await driver_in_transaction(session)
-    with tracing.sql_span(sql):
-        await conn.executemany(sql, args)
-
-
 # --- writes from the API ---------------------------------------------------------------
 
 # The payment and its options in one statement (options as one JSON array; amounts and
@@ -242,13 +236,13 @@ async def update_state(session: AsyncSession, payment_id: str, v: dict[str, Any]
     return row
 
 
-async def due_to_expire(session: AsyncSession, now: dt.datetime, limit: int) -> list[str]:
+async def due_to_expire(session: AsyncSession, now: dt.datetime, limit: int) -> list[Row]:
     """Open, unpaid payments past their expiry, locked; others' locks are skipped, not waited on."""
-    sql = """
-    SELECT id FROM payments WHERE status = 'requires_payment' AND expires_at <= $1
+    sql = f"""
+    SELECT {_PAYMENT_COLUMNS} FROM payments WHERE status = 'requires_payment' AND expires_at <= $1
     ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
     """
-    return [r["id"] for r in await _fetch(session, sql, now, limit)]
+    return await _fetch(session, sql, now, limit)
 
 
 # --- merchant settings -------------------------------------------------------------------

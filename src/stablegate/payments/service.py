@@ -395,10 +395,12 @@ async def retrieve(session: AsyncSession, principal: Principal, payment_id: str)
     return (await render(session, [await get(session, principal, payment_id)]))[0]
 
 
-async def render(session: AsyncSession, rows: Sequence[Any]) -> list[Payment]:
-    """Payments as the API shows them: three queries for any number of rows."""
+async def render(session: AsyncSession, rows: Sequence[Any], options: Sequence[Any] | None = None) -> list[Payment]:
+    """Payments as the API shows them: three queries for any number of rows (two when
+    the caller already read their options, which never change after creation)."""
     ids = [r["id"] for r in rows]
-    options = await repository.options(session, ids)
+    if options is None:
+        options = await repository.options(session, ids)
     receipts = await repository.receipts(session, ids)
     heights = await chains.followed_heights(session, sorted({o["chain_id"] for o in options}))
     return [
@@ -436,10 +438,10 @@ async def cancel(session: AsyncSession, principal: Principal, payment_id: str) -
 
 async def expire_due(session: AsyncSession, now: dt.datetime | None = None) -> int:
     """Expire up to EXPIRE_BATCH open payments past their expiry; the caller commits."""
-    ids = await repository.due_to_expire(session, now or dt.datetime.now(dt.UTC), EXPIRE_BATCH)
-    for payment_id in ids:
-        await _apply(session, await repository.lock(session, payment_id), Expire())
-    return len(ids)
+    rows = await repository.due_to_expire(session, now or dt.datetime.now(dt.UTC), EXPIRE_BATCH)
+    for row in rows:
+        await _apply(session, row, Expire())
+    return len(rows)
 
 
 async def _apply(session: AsyncSession, row: Any, happening: Expire | Cancel) -> Payment:
@@ -472,7 +474,7 @@ async def refresh(session: AsyncSession, row: Any, *, needs_review: bool = False
     columns = _columns(row, new, received) | {"needs_review": row["needs_review"] or needs_review}
     updated = await repository.update_state(session, row["id"], columns)
     if events:
-        await _emit(session, updated, events, (await render(session, [updated]))[0])
+        await _emit(session, updated, events, (await render(session, [updated], options))[0])
 
 
 def _state(row: Any, due: int) -> PaymentState:

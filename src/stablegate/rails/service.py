@@ -79,15 +79,8 @@ async def create_intent(
     session: AsyncSession, chain: ChainConfig, owner_ref: str, terms: IntentTerms, signer_key: str
 ) -> SignedIntent:
     """Sign and store the intent for `owner_ref` (one per owner: the id derives from it)."""
-    return (await create_intents(session, chain, [(owner_ref, terms)], signer_key))[0]
-
-
-async def create_intents(
-    session: AsyncSession, chain: ChainConfig, items: Sequence[tuple[str, IntentTerms]], signer_key: str
-) -> list[SignedIntent]:
-    """Sign and store several intents on one chain in one statement."""
-    signed = _sign_all(chain, items, signer_key)
-    await repository.insert_intents(session, [_row(s, ref) for s, (ref, _) in zip(signed, items, strict=True)])
+    [signed] = _sign_all(chain, [(owner_ref, terms)], signer_key)
+    await repository.insert_intents(session, [_row(signed, owner_ref)])
     return signed
 
 
