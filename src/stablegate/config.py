@@ -55,10 +55,33 @@ class Settings(BaseSettings):
     # slow receiver cannot occupy every worker.
     webhook_endpoint_concurrency: int = 4
 
+    # Settlement (design 0006). Signers: an encrypted keystore directory (dev; default
+    # <data_dir>/keystore) and/or AWS KMS keys (ECC_SECG_P256K1), matched to each chain's
+    # treasury and operator addresses.
+    keystore_dir: Path | None = None
+    keystore_passphrase: str | None = None
+    kms_key_ids: str = ""  # comma-separated key ids or ARNs
+    aws_region: str | None = None
+    payout_fee_bps: int = 0  # default payout fee, for merchants without a 'payout' schedule
+    destination_cooling_off_s: int = 24 * 3600  # a new payout address is usable after this
+    # The transaction manager: EIP-1559 caps, replacement of stuck transactions, alerts.
+    max_fee_per_gas_gwei: int = 500
+    max_priority_fee_gwei: int = 10
+    min_priority_fee_wei: int = 1_000_000
+    fee_bump_permille: int = 125  # replacement raises both fee fields by at least 12.5 %
+    tx_stuck_after_s: float = 120.0
+    tx_poll_interval_ms: int = 1_000
+    tx_fail_unsigned_after_s: int = 6 * 3600  # a transaction the treasury cannot fund fails then
+    gas_low_wei: int = 10**16  # alert when a signer holds less native gas than this
+    treasury_low_whole_tokens: int = 1_000  # alert when the treasury holds less of a token
+
     log_level: str = "INFO"
     log_format: str = "json"  # json | console
     otel_exporter: str = "none"  # none | console | otlp
     otel_service_name: str = "stablegate"
+
+    def resolved_keystore_dir(self) -> Path:
+        return self.keystore_dir or self.data_dir / "keystore"
 
     def webhook_allow_list(self) -> tuple[str, ...]:
         return tuple(entry.strip() for entry in self.webhook_allow.split(",") if entry.strip())

@@ -37,6 +37,8 @@ def chain_config(stack: LocalStack, rpc_url: str, **overrides: object) -> ChainC
         "forwarder_implementation": stack.forwarder_implementation,
         "treasury": stack.treasury,
         "fee_recipient": stack.fee_recipient,
+        "disperse": stack.disperse,
+        "operator": stack.deployer,
         "confirmations": LOCAL_CONFIRMATIONS,
     }
     return registry.local_chain(rpc_url, tokens, **(contracts | overrides))

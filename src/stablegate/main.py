@@ -34,6 +34,8 @@ from stablegate.payments import receipts as _payment_receipts  # noqa: F401 (sub
 from stablegate.payments import service as payments
 from stablegate.payments.api import router as payments_router
 from stablegate.pipeline import ObservabilityMiddleware, PipelineConfig, UnitOfWorkMiddleware
+from stablegate.settlement import service as settlement
+from stablegate.settlement.api import router as settlement_router
 from stablegate.webhooks.api import events_router
 from stablegate.webhooks.api import router as webhook_endpoints_router
 
@@ -58,13 +60,16 @@ def create_app(settings: Settings, db: Database, chains: Sequence[ChainConfig] |
     )
     app.state.db = db
     app.state.settings = settings
-    app.state.payments = payments.Context.from_settings(settings, registry.configured() if chains is None else chains)
+    configured = registry.configured() if chains is None else chains
+    app.state.payments = payments.Context.from_settings(settings, configured)
+    app.state.settlement = settlement.Context.from_settings(settings, configured)
     app.include_router(account_router)
     app.include_router(customers_router)
     app.include_router(ledger_router)
     app.include_router(events_router)
     app.include_router(webhook_endpoints_router)
     app.include_router(payments_router)
+    app.include_router(settlement_router)
     _add_error_handlers(app)
     _add_ops_routes(app, db)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -37,6 +37,17 @@ class TokenConfig:
         assert 0 <= self.decimals <= 36
 
 
+_ADDRESS_FIELDS = (
+    "router",
+    "deposit_factory",
+    "forwarder_implementation",
+    "treasury",
+    "fee_recipient",
+    "disperse",
+    "operator",
+)
+
+
 @dataclass(frozen=True)
 class ChainConfig:
     name: str
@@ -60,13 +71,17 @@ class ChainConfig:
     fee_recipient: str | None = None
     # Real money: only live-mode payments may use it (and test-mode ones only other chains).
     livemode: bool = False
+    # Settlement (design 0006): our Disperse contract for batch payouts, and the factory's
+    # sweep operator (the signer of sweeps). Payouts and refunds are signed by `treasury`.
+    disperse: str | None = None
+    operator: str | None = None
 
     def __post_init__(self) -> None:
         assert self.finality in ("depth", "finalized"), self.finality
         assert self.finality == "finalized" or (self.confirmations is not None and self.confirmations >= 1)
         assert 1 <= self.max_range_blocks <= MAX_RANGE_BLOCKS
         assert self.poll_interval_ms >= 10
-        for name in ("router", "deposit_factory", "forwarder_implementation", "treasury", "fee_recipient"):
+        for name in _ADDRESS_FIELDS:
             value = getattr(self, name)
             if value is not None:
                 assert ADDRESS.match(value), f"{name} address {value!r}"

@@ -34,6 +34,10 @@ SCOPES: frozenset[str] = frozenset(
         "events:read",
         "webhook_endpoints:read",
         "webhook_endpoints:write",
+        "payouts:read",
+        "payouts:write",
+        "refunds:read",
+        "refunds:write",
     }
 )
 _BASE62 = string.digits + string.ascii_letters

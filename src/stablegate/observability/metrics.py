@@ -78,3 +78,20 @@ WEBHOOK_DELIVERIES = Counter(
 WEBHOOK_ENDPOINTS_DISABLED = Counter(
     "stablegate_webhook_endpoints_disabled_total", "Endpoints disabled automatically, by reason.", ["reason"]
 )
+
+
+# Settlement (design 0006): the transaction manager and the treasury.
+TX_INTENTS = Counter("stablegate_tx_intents_total", "Outgoing transactions planned, by purpose.", ["purpose"])
+TX_SIGNED = Counter("stablegate_tx_signed_total", "Outgoing transactions signed (first attempts).", ["chain"])
+TX_BROADCAST = Counter("stablegate_tx_broadcast_total", "Attempts sent to the chain.", ["chain"])
+TX_REPLACED = Counter("stablegate_tx_replaced_total", "Stuck transactions replaced with higher fees.", ["chain"])
+TX_REORGED = Counter("stablegate_tx_reorged_total", "Mined transactions whose block was reorged out.", ["chain"])
+TX_OUTCOMES = Counter(
+    "stablegate_tx_outcomes_total", "Outgoing transactions finished, by purpose and outcome.", ["chain", "purpose", "outcome"]
+)
+TREASURY_LOW = Gauge(
+    "stablegate_treasury_low", "1 while a signer's token balance is below its alert level.", ["chain", "token"]
+)
+GAS_LOW = Gauge("stablegate_gas_low", "1 while a signer's native gas balance is below its alert level.", ["chain", "signer"])
+PAYOUTS = Counter("stablegate_payouts_total", "Payouts by final status.", ["status"])
+REFUNDS = Counter("stablegate_refunds_total", "Refunds by final status.", ["status"])

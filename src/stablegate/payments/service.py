@@ -335,7 +335,7 @@ def _terms(
 
 # --- merchant settings -------------------------------------------------------------------
 
-RAILS = ("contract", "deposit_address", "*")
+RAILS = ("contract", "deposit_address", "payout", "*")
 
 
 async def set_profile(
@@ -389,6 +389,46 @@ async def get(session: AsyncSession, principal: Principal, payment_id: str, *, f
         # The same answer whether the id belongs to another merchant or mode or to nobody.
         raise NotFound(f"No such payment: '{payment_id[:64]}'.", param="id")
     return row
+
+
+async def payout_fee_schedule(
+    session: AsyncSession, merchant_id: str, mode: str, asset: str, default_bps: int
+) -> FeeSchedule:
+    """The merchant's 'payout' schedule for `asset` (or any asset); never a payment rail's."""
+    merchant = await repository.merchant_settings(session, merchant_id, mode)
+    payout_rows = [s for s in merchant.fee_schedules if s["rail"] == "payout"]
+    return fee_schedule(payout_rows, "payout", asset, default_bps)
+
+
+@dataclass(frozen=True)
+class Received:
+    """Confirmed money of one payment in one token (what a refund may return)."""
+
+    chain_id: int
+    chain: str
+    symbol: str
+    asset: str
+    token: str
+    decimals: int
+    amount: int  # base units, fee included
+
+
+async def lock_received(session: AsyncSession, principal: Principal, payment_id: str) -> tuple[Any, list[Received]]:
+    """The caller's payment, locked until commit (refunds of one payment serialise on it),
+    and what it has received, confirmed, per token."""
+    row = await get(session, principal, payment_id, for_update=True)
+    confirmed = {r["position"]: int(r["confirmed"]) for r in await repository.totals(session, payment_id)}
+    received: dict[tuple[int, str], Received] = {}
+    for o in await repository.options(session, [payment_id]):
+        amount = confirmed.get(o["position"], 0)
+        key = (int(o["chain_id"]), o["asset"])
+        if amount > 0:
+            earlier = received.get(key)
+            total = amount + (earlier.amount if earlier else 0)
+            received[key] = Received(
+                int(o["chain_id"]), o["chain"], o["symbol"], o["asset"], o["token"], int(o["decimals"]), total
+            )
+    return row, list(received.values())
 
 
 async def retrieve(session: AsyncSession, principal: Principal, payment_id: str) -> Payment:

@@ -20,6 +20,18 @@ EventType = Literal[
     "payment.canceled",
     "payment.requires_payment",
     "payment.needs_review",
+    "payout.created",
+    "payout.broadcast",
+    "payout.paid",
+    "payout.failed",
+    "payout.canceled",
+    "refund.created",
+    "refund.broadcast",
+    "refund.succeeded",
+    "refund.failed",
+    "settlement.created",
+    "payout_destination.created",
+    "payout_destination.removed",
     "webhook_endpoint.disabled",
 ]
 EVENT_TYPES: frozenset[str] = frozenset(get_args(EventType)) - {"*"}
