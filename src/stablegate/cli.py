@@ -140,6 +140,34 @@ def watcher(
 
 
 @app.command()
+def sender(
+    chain: Annotated[
+        list[str] | None, typer.Option(help="Send only on these chains (names); default: all configured.")
+    ] = None,
+    metrics_port: Annotated[int, typer.Option(help="Serve /metrics on 127.0.0.1:PORT (0: off).")] = 9103,
+) -> None:
+    """Run the hot-wallet transaction manager: sign, send, replace and confirm payouts,
+    refunds, settlement batches and sweeps (keys: STABLEGATE_KEYSTORE_DIR with
+    STABLEGATE_KEYSTORE_PASSPHRASE, or STABLEGATE_KMS_KEY_IDS); one leader per signer."""
+    from stablegate.chains import registry
+    from stablegate.settlement.sender import run
+
+    settings = get_settings()
+    obs_logging.configure(settings.log_level, settings.log_format)
+    try:
+        chains = [c for c in registry.configured() if not chain or c.name in chain]
+    except ValueError as exc:
+        console.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from None
+    if not chains:
+        console.print("[red]error[/red]: no chain configured (set STABLEGATE_CHAINS, see docs/design/0003)")
+        raise typer.Exit(2)
+    url = libpq_url(settings)
+    migrations.upgrade(url)
+    asyncio.run(run(url, settings, chains, metrics_port or None))
+
+
+@app.command()
 def dev(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,

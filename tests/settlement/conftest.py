@@ -104,9 +104,7 @@ async def destination(db: Database, principal: Principal, ctx: service.Context, 
 
 async def payout(db: Database, principal: Principal, ctx: service.Context, dst: str, amount: str = "10") -> Any:
     async with db.session() as session:
-        return await service.create_payout(
-            session, principal, PayoutCreate(amount=amount, destination=dst), ctx
-        )
+        return await service.create_payout(session, principal, PayoutCreate(amount=amount, destination=dst), ctx)
 
 
 async def fetch_payout(db: Database, principal: Principal, ctx: service.Context, payout_id: str) -> Any:
@@ -127,5 +125,7 @@ async def tx_manager(db: Database, chain: Chain, sctx: service.Context) -> Async
 
 async def event_types(db: Database, object_id: str) -> list[str]:
     async with db.session() as session:
-        rows = await session.execute(text("SELECT type FROM events WHERE object_id = :id ORDER BY id"), {"id": object_id})
+        rows = await session.execute(
+            text("SELECT type FROM events WHERE object_id = :id ORDER BY id"), {"id": object_id}
+        )
         return [r[0] for r in rows]

@@ -224,6 +224,7 @@ class TxManager:
             rows = await repository.planned(session, self.chain.chain_id, self.address, MAX_SIGN_PER_TICK)
             if not rows:
                 return 0
+            failpoints.hit("txmanager.before_sign")
             fundable = await self._fundable(session, rows)
             if not fundable:
                 return 0
