@@ -7,6 +7,7 @@ PostgreSQL; STABLEGATE_FAILPOINTS makes it kill itself with SIGKILL at the named
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -83,7 +84,7 @@ async def wait_paid(db: Database, principal: Principal, ctx: service.Context, ch
         if (await fetch_payout(db, principal, ctx, payout_id)).status == "paid":
             return
         chain.mine(1)  # confirmations come with blocks
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)
     raise AssertionError(f"payout {payout_id} not paid after {PAID_TIMEOUT_S} s")
 
 
@@ -121,7 +122,8 @@ async def test_sigkill_at_each_step_pays_exactly_once(
             (
                 await session.execute(
                     text(
-                        "SELECT a.tx_hash FROM tx_attempts a JOIN payouts p ON p.tx_intent_id = a.intent_id WHERE p.id = :id"
+                        "SELECT a.tx_hash FROM tx_attempts a JOIN payouts p ON p.tx_intent_id = a.intent_id"
+                        " WHERE p.id = :id"
                     ),
                     {"id": created.id},
                 )

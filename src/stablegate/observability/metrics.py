@@ -95,3 +95,6 @@ TREASURY_LOW = Gauge(
 GAS_LOW = Gauge("stablegate_gas_low", "1 while a signer's native gas balance is below its alert level.", ["chain", "signer"])
 PAYOUTS = Counter("stablegate_payouts_total", "Payouts by final status.", ["status"])
 REFUNDS = Counter("stablegate_refunds_total", "Refunds by final status.", ["status"])
+SWEEPS = Counter(
+    "stablegate_sweeps_total", "Deposit-address sweeps by chain and status (planned, swept, failed).", ["chain", "status"]
+)

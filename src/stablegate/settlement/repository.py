@@ -550,3 +550,26 @@ async def sweeps_by_intent(session: AsyncSession, intent_id: str) -> list[Row]:
 
 async def set_sweep_status(session: AsyncSession, sweep_id: str, status: str) -> None:
     await _execute(session, "UPDATE sweeps SET status = $2, updated_at = now() WHERE id = $1", sweep_id, status)
+
+
+# --- sweeps: planning lock and guarded finish (settlement/sweeps.py) -------------------
+
+SWEEP_LOCK_NAMESPACE = 0x5347_5357 << 32  # "SGSW": one planning lock per chain
+
+
+async def lock_sweep_planning(session: AsyncSession, chain_id: int) -> None:
+    """One sweep planner per chain until commit: two concurrent runs would plan the same
+    deposits twice (harmless on chain, where the second finds nothing, but gas for nothing)."""
+    await _execute(session, "SELECT pg_advisory_xact_lock($1)", SWEEP_LOCK_NAMESPACE | (chain_id & 0xFFFF_FFFF))
+
+
+async def finish_sweep(session: AsyncSession, sweep_id: str, status: str, items: Sequence[dict[str, Any]]) -> bool:
+    """pending → swept|failed with the items as finally recorded (what moved per item);
+    False when the sweep had already finished (a replayed outcome)."""
+    row = await _fetchrow(
+        session,
+        """UPDATE sweeps SET status = $2, items = $3::jsonb, updated_at = now()
+           WHERE id = $1 AND status = 'pending' RETURNING id""",
+        sweep_id, status, json.dumps(list(items)),
+    )  # fmt: skip
+    return row is not None

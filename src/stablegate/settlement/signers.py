@@ -200,7 +200,7 @@ async def sign_transaction(signer: Signer, tx: Eip1559Tx) -> SignedTransaction:
     # A wrong recovery id or key would make a valid-looking transaction from someone else's
     # address (usually unfunded): refuse it here, where the cause is still visible.
     public_key = _recover(digest, y_parity, r, s)
-    if public_key is None:
+    if public_key is None or _address_of(public_key) != signer.address:
         raise SignerError(f"signature from {signer.address} does not recover to it")
     raw = encode_signed(tx, y_parity, r, s)
     return SignedTransaction(raw=raw, tx_hash="0x" + keccak(raw).hex())
