@@ -75,7 +75,9 @@ async def intent(session: AsyncSession, intent_id: str, *, for_update: bool = Fa
 async def planned(session: AsyncSession, chain_id: int, signer: str, limit: int) -> list[Row]:
     return await _fetch(
         session,
-        f"""SELECT {_INTENT_COLUMNS} FROM tx_intents
+        f"""SELECT {_INTENT_COLUMNS},
+                   (SELECT count(*) FROM tx_attempts a WHERE a.intent_id = tx_intents.id) AS attempts
+            FROM tx_intents
             WHERE chain_id = $1 AND signer = $2 AND status = 'planned'
             ORDER BY created_at, id LIMIT $3 FOR UPDATE SKIP LOCKED""",
         chain_id, signer, limit,
@@ -573,3 +575,12 @@ async def finish_sweep(session: AsyncSession, sweep_id: str, status: str, items:
         sweep_id, status, json.dumps(list(items)),
     )  # fmt: skip
     return row is not None
+
+
+async def settlement_records(session: AsyncSession, settlement_ids: Sequence[str]) -> list[Row]:
+    """Settlement records by id, in id order (settlement runs read back what they wrote)."""
+    return await _fetch(
+        session,
+        f"SELECT {SETTLEMENT_COLUMNS} FROM settlement_records WHERE id = ANY($1::text[]) ORDER BY id",
+        list(settlement_ids),
+    )

@@ -231,14 +231,17 @@ class TxManager:
             chain_nonce, fees = await self._chain_nonce_and_fees()
             nonce = await repository.lock_signer(session, self.chain.chain_id, self.address, chain_nonce)
             for row in fundable:
-                await self._sign_one(session, row, nonce, 0, fees)
+                # A re-planned intent (its nonce was spent elsewhere) keeps its old attempts.
+                await self._sign_one(session, row, nonce, int(row["attempts"]), fees, new_nonce=True)
                 nonce += 1
             await repository.set_next_nonce(session, self.chain.chain_id, self.address, nonce)
         failpoints.hit("txmanager.after_sign")
         metrics.TX_SIGNED.labels(self.chain.name).inc(len(fundable))
         return len(fundable)
 
-    async def _sign_one(self, session: AsyncSession, row: Any, nonce: int, attempt: int, fees: Fees) -> None:
+    async def _sign_one(
+        self, session: AsyncSession, row: Any, nonce: int, attempt: int, fees: Fees, *, new_nonce: bool
+    ) -> dict[str, Any]:
         tx = Eip1559Tx(
             chain_id=self.chain.chain_id,
             nonce=nonce,
@@ -250,21 +253,20 @@ class TxManager:
             data=bytes(row["data"]),
         )
         signed = await sign_transaction(self.signer, tx)
-        await repository.insert_attempt(
-            session,
-            {
-                "intent_id": row["id"],
-                "attempt": attempt,
-                "nonce": nonce,
-                "max_fee_per_gas": fees.max_fee_per_gas,
-                "max_priority_fee_per_gas": fees.max_priority_fee_per_gas,
-                "raw_tx": signed.raw,
-                "tx_hash": signed.tx_hash,
-            },
-        )
-        if attempt == 0:
+        stored = {
+            "intent_id": row["id"],
+            "attempt": attempt,
+            "nonce": nonce,
+            "max_fee_per_gas": fees.max_fee_per_gas,
+            "max_priority_fee_per_gas": fees.max_priority_fee_per_gas,
+            "raw_tx": signed.raw,
+            "tx_hash": signed.tx_hash,
+        }
+        await repository.insert_attempt(session, stored)
+        if new_nonce:
             await repository.set_intent(session, row["id"], status="signed", nonce=nonce)
         log.info("tx.signed", intent_id=row["id"], nonce=nonce, attempt=attempt, tx_hash=signed.tx_hash)
+        return stored
 
     async def _fundable(self, session: AsyncSession, rows: Sequence[Any]) -> list[Any]:
         """The planned intents the signer's token balances can cover, in order; the rest
@@ -441,7 +443,12 @@ class TxManager:
             row = await repository.intent(session, intent_id, for_update=True)
             if row is None or row["status"] != "broadcast":
                 return 0
-            await self._sign_one(session, row, int(latest["nonce"]), int(latest["attempt"]) + 1, fees)
+            attempt = int(latest["attempt"]) + 1
+            replacement = await self._sign_one(session, row, int(latest["nonce"]), attempt, fees, new_nonce=False)
+        # Stored first, sent now: the old attempt stays watched until one of them is mined.
+        if await self._send(replacement):
+            async with self.db.session() as session:
+                await repository.mark_attempts(session, [replacement["tx_hash"]], "broadcast", sent=True)
         metrics.TX_REPLACED.labels(self.chain.name).inc()
         log.warning("tx.replaced", intent_id=intent_id, attempt=latest["attempt"] + 1, age_s=round(age_s, 1))
         return 1
