@@ -87,14 +87,26 @@ TX_BROADCAST = Counter("stablegate_tx_broadcast_total", "Attempts sent to the ch
 TX_REPLACED = Counter("stablegate_tx_replaced_total", "Stuck transactions replaced with higher fees.", ["chain"])
 TX_REORGED = Counter("stablegate_tx_reorged_total", "Mined transactions whose block was reorged out.", ["chain"])
 TX_OUTCOMES = Counter(
-    "stablegate_tx_outcomes_total", "Outgoing transactions finished, by purpose and outcome.", ["chain", "purpose", "outcome"]
+    "stablegate_tx_outcomes_total",
+    "Outgoing transactions finished, by purpose and outcome.",
+    ["chain", "purpose", "outcome"],
 )
 TREASURY_LOW = Gauge(
     "stablegate_treasury_low", "1 while a signer's token balance is below its alert level.", ["chain", "token"]
 )
-GAS_LOW = Gauge("stablegate_gas_low", "1 while a signer's native gas balance is below its alert level.", ["chain", "signer"])
+GAS_LOW = Gauge(
+    "stablegate_gas_low", "1 while a signer's native gas balance is below its alert level.", ["chain", "signer"]
+)
 PAYOUTS = Counter("stablegate_payouts_total", "Payouts by final status.", ["status"])
 REFUNDS = Counter("stablegate_refunds_total", "Refunds by final status.", ["status"])
 SWEEPS = Counter(
-    "stablegate_sweeps_total", "Deposit-address sweeps by chain and status (planned, swept, failed).", ["chain", "status"]
+    "stablegate_sweeps_total",
+    "Deposit-address sweeps by chain and status (planned, swept, failed).",
+    ["chain", "status"],
+)
+SETTLEMENT_RUNS = Counter("stablegate_settlement_runs_total", "Settlement runs committed.")
+SETTLEMENTS = Counter(
+    "stablegate_settlements_total",
+    "Due settlement schedules by run outcome: settled, or why skipped (below_minimum, destination_cooling_off, …).",
+    ["outcome"],
 )
