@@ -15,14 +15,16 @@ from stablegate.config import Settings
 from stablegate.db import Database
 from stablegate.ledger import chart
 from stablegate.ledger import service as ledger
+from stablegate.ledger.errors import LedgerError
 from stablegate.merchants.service import SCOPES, Principal
 from stablegate.rails.deploy import Sender, connect
 from stablegate.settlement import service
 from stablegate.settlement.schemas import DestinationCreate, PayoutCreate
 from stablegate.settlement.signers import LocalSigner
 from stablegate.settlement.txmanager import FeePolicy, TxManager
-from tests.chains.conftest import Chain, chain, clean_chain_tables  # noqa: F401
+from tests.chains.conftest import Chain, chain, clean_chain_tables, follower  # noqa: F401
 from tests.conftest import Tenant
+from tests.payments.conftest import ctx  # noqa: F401
 
 USDC = 10**6
 TREASURY_KEY = DEV_PRIVATE_KEYS[1]
@@ -50,9 +52,9 @@ def settings(**overrides: Any) -> Settings:
 
 @pytest.fixture
 def sctx(chain: Chain, clean_settlement: None) -> service.Context:  # noqa: F811
-    ctx = service.Context.from_settings(settings(), [chain.config])
-    service.register(ctx)
-    return ctx
+    context = service.Context.from_settings(settings(), [chain.config])
+    service.register(context)
+    return context
 
 
 @pytest.fixture
@@ -76,8 +78,11 @@ def manager(db: Database, chain: Chain, **overrides: Any) -> TxManager:  # noqa:
 async def credit(db: Database, merchant_id: str, amount: int, asset: str = "USDC.local", ref: str = "seed") -> None:
     """Give a merchant available balance as if payments had settled (clearing → available)."""
     async with db.session() as session:
-        contract = "0x" + "11" * 20
-        await ledger.define_asset(session, asset, 6, chain_id=31337, contract=contract)
+        try:  # a stand-in contract, unless a real payment defined the asset already
+            await ledger.define_asset(session, asset, 6, chain_id=31337, contract="0x" + "11" * 20)
+        except LedgerError as exc:
+            if exc.code != "asset_exists":
+                raise
         clearing = await chart.clearing_account(session, 31337, asset)
         available = await chart.merchant_account(session, merchant_id, "test", "available", asset)
         transfer = ledger.Transfer(
@@ -96,20 +101,20 @@ async def available(db: Database, merchant_id: str, asset: str = "USDC.local") -
         return (await ledger.balance(session, account.id)).credit_balance_available
 
 
-async def destination(db: Database, principal: Principal, ctx: service.Context, address: str = DESTINATION) -> str:
+async def destination(db: Database, principal: Principal, context: service.Context, address: str = DESTINATION) -> str:
     params = DestinationCreate(chain="local", asset="USDC", address=address)
     async with db.session() as session:
-        return (await service.create_destination(session, principal, params, ctx)).id
+        return (await service.create_destination(session, principal, params, context)).id
 
 
-async def payout(db: Database, principal: Principal, ctx: service.Context, dst: str, amount: str = "10") -> Any:
+async def payout(db: Database, principal: Principal, context: service.Context, dst: str, amount: str = "10") -> Any:
     async with db.session() as session:
-        return await service.create_payout(session, principal, PayoutCreate(amount=amount, destination=dst), ctx)
+        return await service.create_payout(session, principal, PayoutCreate(amount=amount, destination=dst), context)
 
 
-async def fetch_payout(db: Database, principal: Principal, ctx: service.Context, payout_id: str) -> Any:
+async def fetch_payout(db: Database, principal: Principal, context: service.Context, payout_id: str) -> Any:
     async with db.session() as session:
-        return await service.retrieve_payout(session, principal, payout_id, ctx)
+        return await service.retrieve_payout(session, principal, payout_id, context)
 
 
 def token_balance(chain: Chain, holder: str, token: str | None = None) -> int:  # noqa: F811

@@ -22,7 +22,7 @@ from stablegate.chains.anvil import DEV_PRIVATE_KEYS
 from stablegate.chains.registry import ChainConfig
 from stablegate.config import Settings
 from stablegate.db import Database
-from stablegate.settlement import service
+from stablegate.settlement import service, sweeps
 from stablegate.settlement.signers import Signer, kms_signers, load_keystore_dir, write_keystore
 from stablegate.settlement.txmanager import FeePolicy, TxManager
 
@@ -111,3 +111,4 @@ async def run(
 def register_owners(settings: Settings, chains: Sequence[ChainConfig]) -> None:
     """Payouts, refunds and sweeps own their transactions' outcomes."""
     service.register(service.Context.from_settings(settings, chains))
+    sweeps.register(chains)
