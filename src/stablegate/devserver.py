@@ -70,6 +70,7 @@ async def run_dev(url: str, settings: Settings, host: str, port: int) -> None:
     import stablegate.rails.service  # noqa: F401 (registers its chain-event subscriber)
     from stablegate.chains.watcher import follow_forever
     from stablegate.jobs.app import run_worker
+    from stablegate.settlement.sender import run as sender_run
 
     state = settings.data_dir / "anvil-state.json"
     with localnet.running(port=settings.anvil_port, state_path=state) as net:
@@ -81,21 +82,36 @@ async def run_dev(url: str, settings: Settings, host: str, port: int) -> None:
             stop = asyncio.Event()
             chain_db = Database.connect(url, settings)
             follower = asyncio.create_task(follow_forever(chain_db, net.chain, stop))
+            sender = asyncio.create_task(sender_run(url, _dev_signing(settings), [net.chain], None, stop))
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, lambda: setattr(api.server, "should_exit", True))
             # Whichever stops first (a signal stops the API), the others follow.
-            await asyncio.wait({api.task, worker, follower}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({api.task, worker, follower, sender}, return_when=asyncio.FIRST_COMPLETED)
             stop.set()
             worker.cancel()
-            await asyncio.gather(worker, follower, return_exceptions=True)
+            await asyncio.gather(worker, follower, sender, return_exceptions=True)
             await chain_db.dispose()
+
+
+def _dev_signing(settings: Settings) -> Settings:
+    """The local chain's operator and treasury keys in an encrypted keystore in the data
+    dir (written once), unless keys are configured: the sender signs payouts with them."""
+    from stablegate.settlement.sender import DEV_PASSPHRASE, write_dev_keystore
+
+    if settings.keystore_passphrase or settings.kms_key_ids:
+        return settings
+    directory = settings.resolved_keystore_dir()
+    if not any(directory.glob("dev-*.json")):
+        write_dev_keystore(directory)
+    return settings.model_copy(update={"keystore_passphrase": DEV_PASSPHRASE, "keystore_dir": directory})
 
 
 def _print_dev(base_url: str, net: localnet.LocalNet) -> None:
     s = net.stack
-    print(f"stablegate dev: API on {base_url} (docs {base_url}/docs), worker and block follower running")
+    print(f"stablegate dev: API on {base_url} (docs {base_url}/docs), worker, block follower and sender running")
     print(f"  local chain: {net.anvil.url} (chain id {s.chain_id}, a block a second; state kept between runs)")
     print(f"  USDC {s.usdc} · DAI {s.dai} · router {s.router} · deposit factory {s.factory}")
     print(f"  funded payer: {s.payers[0]} (anvil's well-known dev key #3; 1,000,000 USDC and DAI)")
+    print(f"  treasury (payouts, refunds): {s.treasury} · sweep operator: {s.deployer} (dev keystore in the data dir)")
     print("  Ctrl-C stops everything; the next start reuses the database and the chain")
