@@ -129,3 +129,50 @@ def test_payment_settings_commands(database_url: str) -> None:
         timeout=60,
     )
     assert refused.returncode == 2 and "named asset" in refused.stdout
+
+
+def test_settlement_schedule_command(database_url: str, api: ApiServer, tmp_path: object) -> None:
+    from pathlib import Path
+
+    from tests.conftest import payments_env
+
+    env = os.environ | {"DATABASE_URL": database_url} | payments_env(Path(str(tmp_path)))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "stablegate", "merchants", "settlement-schedule", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+    merchant = str(stablegate(database_url, "merchants", "create", "--name", "Settle Co", "--json")["id"])
+    key = str(stablegate(database_url, "keys", "create", "--merchant", merchant, "--json")["secret"])
+    body = {"chain": "local", "asset": "USDC", "address": "0x" + "5a" * 20}
+    created = httpx.post(
+        f"{api.base_url}/v1/payout_destinations", json=body, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert created.status_code == 200, created.text
+    where = ["--merchant", merchant, "--chain", "local", "--asset", "USDC", "--destination", created.json()["id"]]
+
+    daily = cli(*where, "--daily-at", "09:30", "--minimum", "25", "--json")
+    assert daily.returncode == 0, daily.stdout + daily.stderr
+    assert json.loads(daily.stdout) | {"merchant": None} == {
+        "merchant": None,
+        "mode": "test",
+        "asset": "USDC.local",
+        "destination": created.json()["id"],
+        "kind": "daily",
+        "daily_at": "09:30",
+        "threshold_units": None,
+        "minimum_units": "25000000",
+    }
+    threshold = json.loads(cli(*where, "--threshold", "100.5", "--json").stdout)
+    assert (threshold["kind"], threshold["threshold_units"], threshold["minimum_units"]) == (
+        "threshold",
+        "100500000",
+        "1",
+    )
+
+    both = cli(*where, "--daily-at", "09:30", "--threshold", "5")
+    assert both.returncode == 2 and "either a daily time or a threshold" in both.stdout
+    bad_time = cli(*where, "--daily-at", "25:00")
+    assert bad_time.returncode == 2 and "HH:MM" in bad_time.stdout
+    bad_asset = cli(*where[:4], "--asset", "DAI", *where[6:], "--daily-at", "09:30")
+    assert bad_asset.returncode == 2 and "destination" in bad_asset.stdout

@@ -133,16 +133,18 @@ CREATE TABLE settlement_records (
 );
 CREATE INDEX ix_settlement_records_owner ON settlement_records (merchant_id, mode, id);
 
--- What a settlement covers; a payment or refund is covered once.
+-- What a settlement covers; a payment or refund is covered by one live settlement. A
+-- settlement whose payout failed releases its items (kept as history) for the next one.
 CREATE TABLE settlement_items (
     settlement_id text NOT NULL REFERENCES settlement_records (id),
     kind text NOT NULL CHECK (kind IN ('payment', 'refund')),
     object_id text NOT NULL,
     amount numeric(78, 0) NOT NULL CHECK (amount >= 0),
     fee numeric(78, 0) NOT NULL DEFAULT 0 CHECK (fee >= 0),
-    PRIMARY KEY (settlement_id, kind, object_id),
-    UNIQUE (kind, object_id)
+    released boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (settlement_id, kind, object_id)
 );
+CREATE UNIQUE INDEX ux_settlement_items_live ON settlement_items (kind, object_id) WHERE NOT released;
 
 CREATE TABLE payouts (
     id text PRIMARY KEY,  -- po_…

@@ -302,6 +302,50 @@ def merchants_fee_schedule(
     _emit(as_json, payload | {"minimum": minimum, "maximum": maximum}, f"fee schedule set: {payload}")
 
 
+@merchants_app.command("settlement-schedule")
+def merchants_settlement_schedule(
+    merchant: Annotated[str, typer.Option(help="Merchant id (mch_…).")],
+    chain: Annotated[str, typer.Option(help="A configured chain's name, e.g. base.")],
+    asset: Annotated[str, typer.Option(help="Token symbol on that chain, e.g. USDC.")],
+    destination: Annotated[str, typer.Option(help="Payout destination (dst_…) for that token.")],
+    daily_at: Annotated[str | None, typer.Option(help="Settle daily at this UTC time, HH:MM.")] = None,
+    threshold: Annotated[
+        str | None, typer.Option(help="Or settle when the available balance reaches this (major units).")
+    ] = None,
+    minimum: Annotated[str | None, typer.Option(help="Settle nothing below this (major units).")] = None,
+    mode: Annotated[str, typer.Option(help="test or live.")] = "test",
+    as_json: JsonOpt = False,
+) -> None:
+    """Set when a merchant's balance in one token is paid out automatically (one schedule
+    per mode and token; setting it again replaces it)."""
+    from stablegate.chains import registry
+    from stablegate.settlement import runs
+    from stablegate.settlement.service import Context
+
+    params = runs.ScheduleParams(merchant, mode, chain, asset, destination, daily_at, threshold, minimum)
+
+    async def apply(session: AsyncSession) -> Any:
+        await merchants.get_merchant(session, merchant)
+        try:
+            chains = registry.configured()
+        except ValueError as exc:  # a bad chain configuration is the operator's input error
+            raise StablegateError(str(exc), param="chain") from None
+        return await runs.set_schedule(session, Context.from_settings(get_settings(), chains), params)
+
+    row = _run_in_session(apply)
+    payload = {
+        "merchant": merchant,
+        "mode": mode,
+        "asset": row["asset"],
+        "destination": row["destination_id"],
+        "kind": row["kind"],
+        "daily_at": None if row["daily_at_utc"] is None else row["daily_at_utc"].strftime("%H:%M"),
+        "threshold_units": None if row["threshold"] is None else str(int(row["threshold"])),
+        "minimum_units": str(int(row["minimum"])),
+    }
+    _emit(as_json, payload, f"settlement schedule set: {payload}")
+
+
 @keys_app.command("create")
 def keys_create(
     merchant: Annotated[str, typer.Option(help="Merchant id (mch_…).")],

@@ -15,9 +15,8 @@ from stablegate.config import Settings
 from stablegate.db import Database
 from stablegate.ledger import chart
 from stablegate.ledger import service as ledger
-from stablegate.ledger.errors import LedgerError
 from stablegate.merchants.service import SCOPES, Principal
-from stablegate.rails.deploy import Sender, connect
+from stablegate.rails.deploy import Sender, connect, planned_local
 from stablegate.settlement import service
 from stablegate.settlement.schemas import DestinationCreate, PayoutCreate
 from stablegate.settlement.signers import LocalSigner
@@ -78,11 +77,8 @@ def manager(db: Database, chain: Chain, **overrides: Any) -> TxManager:  # noqa:
 async def credit(db: Database, merchant_id: str, amount: int, asset: str = "USDC.local", ref: str = "seed") -> None:
     """Give a merchant available balance as if payments had settled (clearing → available)."""
     async with db.session() as session:
-        try:  # a stand-in contract, unless a real payment defined the asset already
-            await ledger.define_asset(session, asset, 6, chain_id=31337, contract="0x" + "11" * 20)
-        except LedgerError as exc:
-            if exc.code != "asset_exists":
-                raise
+        # The local USDC's address: the same on every fresh anvil, as real payments define it.
+        await ledger.define_asset(session, asset, 6, chain_id=31337, contract=planned_local().usdc.lower())
         clearing = await chart.clearing_account(session, 31337, asset)
         available = await chart.merchant_account(session, merchant_id, "test", "available", asset)
         transfer = ledger.Transfer(

@@ -15,6 +15,8 @@ from stablegate.kit import idempotency
 from stablegate.ledger import jobs as ledger_jobs
 from stablegate.observability import metrics
 from stablegate.payments import jobs as payments_jobs
+from stablegate.settlement import jobs as settlement_jobs
+from stablegate.settlement import sweep_jobs
 from stablegate.webhooks import jobs as webhook_jobs
 
 log = structlog.get_logger(__name__)
@@ -62,6 +64,8 @@ def build_app(url: str) -> procrastinate.App:
     app.add_tasks_from(ledger_jobs.tasks, namespace="")
     app.add_tasks_from(webhook_jobs.tasks, namespace="")
     app.add_tasks_from(payments_jobs.tasks, namespace="")
+    app.add_tasks_from(sweep_jobs.tasks, namespace="")
+    app.add_tasks_from(settlement_jobs.tasks, namespace="")
     return app
 
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 
 from stablegate.kit.pagination import PageRequest
 from stablegate.merchants.service import Principal
-from stablegate.settlement import service
+from stablegate.settlement import runs, service
 from stablegate.settlement.schemas import (
     Destination,
     DestinationCreate,
@@ -14,6 +14,7 @@ from stablegate.settlement.schemas import (
     PayoutCreate,
     Refund,
     RefundCreate,
+    Settlement,
 )
 from stablegate.settlement.service import Context
 from stablegate.web import ListResponse, SessionDep, error_responses, page_params, require
@@ -80,7 +81,7 @@ async def list_destinations(
 # --- payouts ---------------------------------------------------------------------------
 
 
-@router.post("/payouts", response_model=Payout, responses=error_responses(409))
+@router.post("/payouts", response_model=Payout, responses=error_responses(404, 409))
 async def create_payout(session: SessionDep, principal: PayoutWriter, ctx: ContextDep, params: PayoutCreate) -> Payout:
     """Pay part of your available balance to a destination. The amount and the payout fee
     are reserved at once; the destination receives `amount − fee`. Status goes `pending` →
@@ -94,7 +95,7 @@ async def retrieve_payout(id: ObjectId, session: SessionDep, principal: PayoutRe
     return await service.retrieve_payout(session, principal, id, ctx)
 
 
-@router.post("/payouts/{id}/cancel", response_model=Payout, responses=error_responses(404))
+@router.post("/payouts/{id}/cancel", response_model=Payout, responses=error_responses(404, 409))
 async def cancel_payout(id: ObjectId, session: SessionDep, principal: PayoutWriter, ctx: ContextDep) -> Payout:
     """Cancel a pending payout whose transaction is not signed yet; the funds return."""
     return await service.cancel_payout(session, principal, id, ctx)
@@ -118,7 +119,7 @@ async def list_payouts(
 # --- refunds ---------------------------------------------------------------------------
 
 
-@router.post("/refunds", response_model=Refund, responses=error_responses(409), tags=["refunds"])
+@router.post("/refunds", response_model=Refund, responses=error_responses(404, 409), tags=["refunds"])
 async def create_refund(session: SessionDep, principal: RefundWriter, ctx: ContextDep, params: RefundCreate) -> Refund:
     """Refund a payment, fully or in parts, up to what it received in a token (late and
     overpaid money included), to an address you or the payer supply. The amount is
@@ -143,3 +144,23 @@ async def list_refunds(
 ) -> ListResponse[Refund]:
     result = await service.list_refunds(session, principal, page, payment, ctx)
     return ListResponse(url="/v1/refunds", has_more=result.has_more, data=result.data)
+
+
+# --- settlements -----------------------------------------------------------------------
+
+
+@router.get("/settlements", response_model=ListResponse[Settlement], responses=error_responses())
+async def list_settlements(
+    session: SessionDep,
+    principal: PayoutReader,
+    page: Annotated[PageRequest, Depends(page_params("stl"))],
+) -> ListResponse[Settlement]:
+    """Settlements made by your schedule, newest first: what each covers (payments, their
+    fees, refunds) and the payout that paid it."""
+    result = await runs.list_settlements(session, principal, page)
+    return ListResponse(url="/v1/settlements", has_more=result.has_more, data=result.data)
+
+
+@router.get("/settlements/{id}", response_model=Settlement, responses=error_responses(404))
+async def retrieve_settlement(id: ObjectId, session: SessionDep, principal: PayoutReader) -> Settlement:
+    return await runs.retrieve_settlement(session, principal, id)

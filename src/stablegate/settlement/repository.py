@@ -459,7 +459,8 @@ async def unsettled_payments(session: AsyncSession, merchant_id: str, mode: str,
            JOIN payments p ON p.id = r.payment_id
            JOIN payment_options o ON o.payment_id = r.payment_id AND o.position = r.position
            WHERE p.merchant_id = $1 AND p.mode = $2 AND o.asset = $3 AND r.status = 'confirmed'
-             AND NOT EXISTS (SELECT 1 FROM settlement_items s WHERE s.kind = 'payment' AND s.object_id = r.payment_id)
+             AND NOT EXISTS (SELECT 1 FROM settlement_items s
+                             WHERE s.kind = 'payment' AND s.object_id = r.payment_id AND NOT s.released)
            GROUP BY r.payment_id ORDER BY r.payment_id LIMIT $4""",
         merchant_id, mode, asset, limit,
     )  # fmt: skip
@@ -470,7 +471,8 @@ async def unsettled_refunds(session: AsyncSession, merchant_id: str, mode: str, 
         session,
         """SELECT id, amount FROM refunds r
            WHERE merchant_id = $1 AND mode = $2 AND asset = $3 AND status = 'paid'
-             AND NOT EXISTS (SELECT 1 FROM settlement_items s WHERE s.kind = 'refund' AND s.object_id = r.id)
+             AND NOT EXISTS (SELECT 1 FROM settlement_items s
+                             WHERE s.kind = 'refund' AND s.object_id = r.id AND NOT s.released)
            ORDER BY id LIMIT $4""",
         merchant_id, mode, asset, limit,
     )  # fmt: skip
@@ -511,6 +513,15 @@ async def payouts_of_settlements(session: AsyncSession, settlement_ids: Sequence
     return await _fetch(
         session, f"SELECT {PAYOUT_COLUMNS} FROM payouts WHERE settlement_id = ANY($1::text[])", list(settlement_ids)
     )
+
+
+async def release_settlement_items(session: AsyncSession, settlement_ids: Sequence[str]) -> None:
+    if settlement_ids:
+        await _execute(
+            session,
+            "UPDATE settlement_items SET released = true WHERE settlement_id = ANY($1::text[])",
+            list(settlement_ids),
+        )
 
 
 # --- sweeps ----------------------------------------------------------------------------
@@ -584,3 +595,19 @@ async def settlement_records(session: AsyncSession, settlement_ids: Sequence[str
         f"SELECT {SETTLEMENT_COLUMNS} FROM settlement_records WHERE id = ANY($1::text[]) ORDER BY id",
         list(settlement_ids),
     )
+
+
+async def due_schedules(session: AsyncSession, today: dt.date, time_of_day: dt.time, limit: int) -> list[Row]:
+    """The schedules a run at (`today`, `time_of_day` UTC) may settle, locked for it (a
+    concurrent run skips them): daily ones past their time and not run today, and every
+    threshold one (due-ness needs the balance). Filtering daily ones here keeps the run's
+    bound for schedules that can pay; the least recently run come first."""
+    return await _fetch(
+        session,
+        f"""SELECT {SCHEDULE_COLUMNS} FROM settlement_schedules
+            WHERE kind = 'threshold'
+               OR (kind = 'daily' AND daily_at_utc <= $2 AND (last_run_on IS NULL OR last_run_on < $1))
+            ORDER BY last_run_on NULLS FIRST, merchant_id, mode, asset
+            LIMIT $3 FOR UPDATE SKIP LOCKED""",
+        today, time_of_day, limit,
+    )  # fmt: skip

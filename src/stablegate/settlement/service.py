@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from eth_utils.address import is_checksum_address
@@ -88,9 +88,13 @@ def check_address(text: str, chain: ChainConfig, param: str) -> str:
     zero address or a token contract (tokens sent there are lost)."""
     lower = text.lower()
     if text not in (lower, "0x" + text[2:].upper()) and not is_checksum_address(text):
-        raise InvalidRequest("address has mixed case but an invalid EIP-55 checksum.", param=param)
+        raise InvalidRequest(
+            "address has mixed case but an invalid EIP-55 checksum.", param=param, code="parameter_invalid"
+        )
     if lower == ZERO_ADDRESS or any(t.address == lower for t in chain.tokens):
-        raise InvalidRequest("address cannot receive tokens (zero address or a token contract).", param=param)
+        raise InvalidRequest(
+            "address cannot receive tokens (zero address or a token contract).", param=param, code="parameter_invalid"
+        )
     return lower
 
 
@@ -217,7 +221,8 @@ async def create_payout(session: AsyncSession, principal: Principal, params: Pay
         raise InvalidRequest("The amount does not cover the payout fee.", param="amount", code="amount_too_small")
     payout_id = new_id("po")
     row = dict(dest) | {"merchant_id": principal.merchant_id, "mode": principal.mode}
-    await postings.reserve(session, [_outgoing(payout_id, row, amount, charged)])
+    # The treasury sends amount − fee; the fee goes to revenue: together, the amount.
+    await postings.reserve(session, [_outgoing(payout_id, row, amount - charged, charged)])
     intent = await _plan_transfer(session, chain, token, "payout", payout_id, dest["address"], amount - charged, ctx)
     values = {
         "id": payout_id,
@@ -243,6 +248,12 @@ async def create_payout(session: AsyncSession, principal: Principal, params: Pay
 
 def _outgoing(object_id: str, row: Any, amount: int, charged: int = 0) -> Outgoing:
     return Outgoing(object_id, row["merchant_id"], row["mode"], int(row["chain_id"]), row["asset"], amount, charged)
+
+
+def _stored_outgoing(table: str, row: Any) -> Outgoing:
+    """A stored payout or refund as the ledger reserved it."""
+    charged = int(row["fee"]) if table == "payouts" else 0
+    return _outgoing(row["id"], row, int(row["amount"]) - charged, charged)
 
 
 async def _plan_transfer(
@@ -306,7 +317,7 @@ async def cancel_payout(session: AsyncSession, principal: Principal, payout_id: 
         )
     await repository.set_intent(session, intent["id"], status="canceled")
     (canceled,) = await repository.set_status(session, "payouts", [payout_id], "canceled", ["pending"])
-    await postings.resolve(session, [_outgoing(payout_id, row, int(row["amount"]), int(row["fee"]))], "void")
+    await postings.resolve(session, [_stored_outgoing("payouts", row)], "void")
     view = _payout_view(canceled, ctx)
     await _emit(session, canceled, "payout.canceled", view)
     metrics.PAYOUTS.labels("canceled").inc()
@@ -317,7 +328,10 @@ async def cancel_payout(session: AsyncSession, principal: Principal, payout_id: 
 
 
 async def create_refund(session: AsyncSession, principal: Principal, params: RefundCreate, ctx: Context) -> Refund:
-    payment, received = await payments.lock_received(session, principal, params.payment)
+    try:
+        payment, received = await payments.lock_received(session, principal, params.payment)
+    except NotFound:  # the same answer for another merchant's payment and for nobody's
+        raise NotFound(f"No such payment: '{params.payment[:64]}'.", param="payment") from None
     got = _refunded_token(received, params)
     chain = ctx.by_id(got.chain_id)
     token = token_by_asset(chain, got.asset)
@@ -392,7 +406,7 @@ async def list_refunds(
 
 _PAYOUT_EVENTS = {"broadcast": "payout.broadcast", "paid": "payout.paid", "failed": "payout.failed"}
 _REFUND_EVENTS = {"broadcast": "refund.broadcast", "paid": "refund.succeeded", "failed": "refund.failed"}
-_MOVES = {
+_MOVES: dict[str, tuple[tuple[str, ...], Literal["post", "void"] | None]] = {
     "broadcast": (("pending",), None),
     "paid": (("pending", "broadcast"), "post"),
     "failed": (("pending", "broadcast"), "void"),
@@ -413,8 +427,13 @@ async def on_intent(session: AsyncSession, news: IntentOutcome, ctx: Context) ->
         extra["failure_code"] = news.error or "failed"
     changed = await repository.set_status(session, table, ids, status, from_states, **extra)
     if how is not None:
-        fees = {r["id"]: int(r["fee"]) if table == "payouts" else 0 for r in changed}
-        await postings.resolve(session, [_outgoing(r["id"], r, int(r["amount"]), fees[r["id"]]) for r in changed], how)  # type: ignore[arg-type]
+        await postings.resolve(session, [_stored_outgoing(table, r) for r in changed], how)
+    if status == "failed" and table == "payouts":
+        # A failed settlement payout covered nothing: its payments and refunds are free
+        # for the next settlement (the money is back in the balance).
+        await repository.release_settlement_items(
+            session, sorted({r["settlement_id"] for r in changed if r["settlement_id"]})
+        )
     events = _PAYOUT_EVENTS if table == "payouts" else _REFUND_EVENTS
     for r in changed:
         view = _payout_view(r, ctx) if table == "payouts" else _refund_view(r, ctx)
