@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +29,19 @@ async def merchant_account(
     return await service.open_account(
         session, code, asset, "liability", flags=_MERCHANT_FLAGS, merchant_id=merchant_id, mode=mode
     )
+
+
+async def merchant_accounts(
+    session: AsyncSession, keys: Sequence[tuple[str, str, MerchantBucket, str]]
+) -> list[LedgerAccount]:
+    """`merchant_account` for many (merchant, mode, bucket, asset) in two round trips."""
+    specs = [
+        service.AccountSpec(
+            merchant_code(m, mode, bucket, asset), asset, "liability", _MERCHANT_FLAGS, merchant_id=m, mode=mode
+        )
+        for m, mode, bucket, asset in keys
+    ]
+    return await service.open_accounts(session, specs)
 
 
 async def platform_account(session: AsyncSession, mode: str, kind: PlatformKind, asset: str) -> LedgerAccount:

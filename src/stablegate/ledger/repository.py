@@ -108,6 +108,17 @@ async def open_account(session: AsyncSession, values: dict[str, Any]) -> LedgerA
     return account
 
 
+async def open_accounts(session: AsyncSession, values: Sequence[dict[str, Any]]) -> list[LedgerAccount]:
+    """`open_account` for many codes in two statements; accounts in the order given."""
+    await session.execute(insert(LedgerAccount).values(list(values)).on_conflict_do_nothing(index_elements=["code"]))
+    codes = [v["code"] for v in values]
+    rows = await session.scalars(
+        select(LedgerAccount).where(LedgerAccount.code.in_(codes)).execution_options(populate_existing=True)
+    )
+    by_code = {a.code: a for a in rows}
+    return [by_code[c] for c in codes]
+
+
 async def get_account(session: AsyncSession, account_id: int) -> LedgerAccount | None:
     return await session.get(LedgerAccount, account_id, populate_existing=True)
 

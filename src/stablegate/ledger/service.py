@@ -124,6 +124,58 @@ async def open_account(
     return account
 
 
+@dataclass(frozen=True)
+class AccountSpec:
+    code: str
+    asset: str
+    type: str
+    flags: int = 0
+    merchant_id: str | None = None
+    mode: str | None = None
+
+
+MAX_OPEN_BATCH = 5000
+
+
+async def open_accounts(session: AsyncSession, specs: Sequence[AccountSpec]) -> list[LedgerAccount]:
+    """`open_account` for many accounts in two round trips (bulk work: a settlement run);
+    the assets must exist. Accounts come back in the order of `specs`, with their balances."""
+    assert 0 < len(specs) <= MAX_OPEN_BATCH
+    unique = list({s.code: s for s in specs}.values())
+    for spec in unique:
+        if spec.type not in ACCOUNT_TYPES:
+            raise LedgerError(f"type must be one of {sorted(ACCOUNT_TYPES)}.", param="type")
+    values = [
+        {
+            "code": s.code,
+            "asset": s.asset,
+            "type": s.type,
+            "flags": s.flags,
+            "merchant_id": s.merchant_id,
+            "mode": s.mode,
+        }
+        for s in unique
+    ]
+    by_code = {a.code: a for a in await repository.open_accounts(session, values)}
+    for spec in unique:
+        account = by_code[spec.code]
+        if (account.asset, account.type, account.flags) != (spec.asset, spec.type, spec.flags):
+            raise LedgerError(
+                f"Account {spec.code} exists with another asset, type or flags.", param="code", code="account_exists"
+            )
+    return [by_code[s.code] for s in specs]
+
+
+def balance_of(account: LedgerAccount) -> Balance:
+    """The balance an account row carries (read in the same statement as the row)."""
+    return Balance(
+        debits_posted=int(account.debits_posted),
+        credits_posted=int(account.credits_posted),
+        debits_pending=int(account.debits_pending),
+        credits_pending=int(account.credits_pending),
+    )
+
+
 async def get_account(session: AsyncSession, account_id: int) -> LedgerAccount:
     account = await repository.get_account(session, account_id)
     if account is None:

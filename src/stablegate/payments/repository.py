@@ -278,6 +278,15 @@ async def merchant_settings(session: AsyncSession, merchant_id: str, mode: str) 
     return MerchantSettings(row.spread_bps, list(row.accepted or []), schedules)
 
 
+async def fee_schedules_of(session: AsyncSession, merchant_ids: Sequence[str], mode: str, rail: str) -> list[Row]:
+    """Many merchants' schedules for one rail, in one round trip (settlement runs)."""
+    sql = """
+    SELECT merchant_id, rail, asset, bps, fixed, minimum, maximum FROM payment_fee_schedules
+    WHERE merchant_id = ANY($1::text[]) AND mode = $2 AND rail = $3
+    """
+    return await _fetch(session, sql, list(merchant_ids), mode, rail)
+
+
 async def upsert_profile(
     session: AsyncSession, merchant_id: str, mode: str, spread_bps: int, accepted: list[str]
 ) -> None:

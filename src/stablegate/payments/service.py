@@ -400,6 +400,16 @@ async def payout_fee_schedule(
     return fee_schedule(payout_rows, "payout", asset, default_bps)
 
 
+async def payout_fee_schedules(
+    session: AsyncSession, merchant_ids: Sequence[str], mode: str, asset: str, default_bps: int
+) -> dict[str, FeeSchedule]:
+    """`payout_fee_schedule` for many merchants in one round trip."""
+    by_merchant: dict[str, list[Any]] = {m: [] for m in merchant_ids}
+    for row in await repository.fee_schedules_of(session, merchant_ids, mode, "payout"):
+        by_merchant[row["merchant_id"]].append(row)
+    return {m: fee_schedule(rows, "payout", asset, default_bps) for m, rows in by_merchant.items()}
+
+
 @dataclass(frozen=True)
 class Received:
     """Confirmed money of one payment in one token (what a refund may return)."""

@@ -65,13 +65,18 @@ async def reserve(session: AsyncSession, items: Sequence[Outgoing], *, isolated:
     """Pending transfers for every item, as one linked batch (all or nothing). An
     overdraft raises 400 balance_insufficient naming `amount`."""
     batch: list[Transfer] = []
-    for o in items:
-        available = await chart.merchant_account(session, o.merchant_id, o.mode, "available", o.asset)
-        treasury = await chart.treasury_account(session, o.chain_id, o.asset)
+    availables = await chart.merchant_accounts(session, [(o.merchant_id, o.mode, "available", o.asset) for o in items])
+    treasuries = {k: await chart.treasury_account(session, *k) for k in sorted({(o.chain_id, o.asset) for o in items})}
+    revenues = {
+        k: await chart.platform_account(session, k[0], "fee_revenue", k[1])
+        for k in sorted({(o.mode, o.asset) for o in items if o.fee > 0})
+    }
+    for o, available in zip(items, availables, strict=True):
         code = CODE_PAYOUT if o.kind == "payout" else CODE_REFUND
+        treasury = treasuries[(o.chain_id, o.asset)]
         batch.append(_pending(_id(o, "out", "reserve"), available.id, treasury.id, o, o.amount, code))
         if o.fee > 0:
-            revenue = await chart.platform_account(session, o.mode, "fee_revenue", o.asset)
+            revenue = revenues[(o.mode, o.asset)]
             batch.append(_pending(_id(o, "fee", "reserve"), available.id, revenue.id, o, o.fee, CODE_PAYOUT_FEE))
     try:
         await ledger.create_transfers(session, batch, isolated=isolated)
@@ -130,6 +135,12 @@ async def book_sweep(session: AsyncSession, sweep_id: str, chain_id: int, swept:
         )
     if batch:
         await ledger.create_transfers(session, batch)
+
+
+async def availables(session: AsyncSession, keys: Sequence[tuple[str, str, str]]) -> list[int]:
+    """Available balances of many (merchant, mode, asset), in two round trips."""
+    accounts = await chart.merchant_accounts(session, [(m, mode, "available", asset) for m, mode, asset in keys])
+    return [ledger.balance_of(a).credit_balance_available for a in accounts]
 
 
 async def available(session: AsyncSession, merchant_id: str, mode: str, asset: str) -> int:

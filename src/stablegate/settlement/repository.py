@@ -478,6 +478,52 @@ async def unsettled_refunds(session: AsyncSession, merchant_id: str, mode: str, 
     )  # fmt: skip
 
 
+async def destinations_by_id(session: AsyncSession, destination_ids: Sequence[str]) -> dict[str, Row]:
+    rows = await _fetch(
+        session,
+        f"SELECT {_DESTINATION_COLUMNS} FROM payout_destinations WHERE id = ANY($1::text[])",
+        list(destination_ids),
+    )
+    return {r["id"]: r for r in rows}
+
+
+async def unsettled_payments_of(
+    session: AsyncSession, merchant_ids: Sequence[str], mode: str, asset: str, per_merchant: int
+) -> list[Row]:
+    """`unsettled_payments` for many merchants in one round trip (at most `per_merchant` each)."""
+    return await _fetch(
+        session,
+        """SELECT merchant_id, payment_id, amount, fee FROM (
+               SELECT p.merchant_id, r.payment_id, sum(r.amount) AS amount, sum(r.fee) AS fee,
+                      row_number() OVER (PARTITION BY p.merchant_id ORDER BY r.payment_id) AS n
+               FROM payment_receipts r
+               JOIN payments p ON p.id = r.payment_id
+               JOIN payment_options o ON o.payment_id = r.payment_id AND o.position = r.position
+               WHERE p.merchant_id = ANY($1::text[]) AND p.mode = $2 AND o.asset = $3 AND r.status = 'confirmed'
+                 AND NOT EXISTS (SELECT 1 FROM settlement_items s
+                                 WHERE s.kind = 'payment' AND s.object_id = r.payment_id AND NOT s.released)
+               GROUP BY p.merchant_id, r.payment_id
+           ) AS unsettled WHERE n <= $4 ORDER BY merchant_id, payment_id""",
+        list(merchant_ids), mode, asset, per_merchant,
+    )  # fmt: skip
+
+
+async def unsettled_refunds_of(
+    session: AsyncSession, merchant_ids: Sequence[str], mode: str, asset: str, per_merchant: int
+) -> list[Row]:
+    return await _fetch(
+        session,
+        """SELECT merchant_id, id, amount FROM (
+               SELECT merchant_id, id, amount, row_number() OVER (PARTITION BY merchant_id ORDER BY id) AS n
+               FROM refunds r
+               WHERE merchant_id = ANY($1::text[]) AND mode = $2 AND asset = $3 AND status = 'paid'
+                 AND NOT EXISTS (SELECT 1 FROM settlement_items s
+                                 WHERE s.kind = 'refund' AND s.object_id = r.id AND NOT s.released)
+           ) AS unsettled WHERE n <= $4 ORDER BY merchant_id, id""",
+        list(merchant_ids), mode, asset, per_merchant,
+    )  # fmt: skip
+
+
 async def insert_settlements(
     session: AsyncSession, records: Sequence[dict[str, Any]], items: Sequence[dict[str, Any]]
 ) -> None:

@@ -57,7 +57,7 @@ from stablegate.kit.pagination import Page, PageRequest
 from stablegate.merchants.service import Principal
 from stablegate.observability import metrics, tracing
 from stablegate.payments import service as payments
-from stablegate.pricing.fees import fee
+from stablegate.pricing.fees import FeeSchedule, fee
 from stablegate.rails import contracts
 from stablegate.settlement import postings, repository, txmanager, views
 from stablegate.settlement.postings import Outgoing
@@ -78,6 +78,7 @@ APPROVE_GAS = 80_000
 MAX_APPROVALS = 5  # approvals tried per (chain, token) before batches are left to revert loudly
 UNLIMITED_ALLOWANCE = 2**256 - 1  # not spent by transferFrom (most tokens, ours included)
 APPROVE_SELECTOR = bytes.fromhex("095ea7b3")  # approve(address,uint256)
+RESERVE_CHUNK = 400  # merchants per linked ledger batch: two transfers each, under ledger.MAX_BATCH
 ENDED_INTENT_STATES = ("failed", "canceled")
 _FINAL_SKIPS = frozenset({"below_minimum", "fee_exceeds_amount"})
 
@@ -137,22 +138,12 @@ async def run_settlements(session: AsyncSession, ctx: Context, now: dt.datetime)
         schedules = await repository.due_schedules(session, utc.date(), utc.time(), MAX_SCHEDULES_PER_RUN)
         if len(schedules) == MAX_SCHEDULES_PER_RUN:  # the rest wait for the next run: say so
             log.warning("settlement.run_full", run_id=run_id, schedules=len(schedules))
-        skipped: Counter[str] = Counter()
-        decided: list[tuple[str, str, str]] = []
+        outcome = _Outcome(run_id)
         due: list[_Due] = []
-        for row in schedules:
-            key = (row["merchant_id"], row["mode"], row["asset"])
-            try:
-                item = await _prepare(session, ctx, row, now)
-            except _Skip as skip:
-                skipped[skip.reason] += 1
-                if skip.reason in _FINAL_SKIPS:
-                    decided.append(key)
-                log.info("settlement.skipped", run_id=run_id, merchant_id=key[0], asset=key[2], reason=skip.reason)
-                continue
-            if item is not None:
-                due.append(item)
-        settled = [d for d in due if await _reserve(session, d, run_id, skipped)]
+        for (mode, asset), rows in sorted(_by_mode_and_asset(schedules).items()):
+            due += await _prepare_group(session, ctx, mode, asset, rows, now, outcome)
+        settled = await _reserve_all(session, due, outcome)
+        skipped, decided = outcome.skipped, outcome.decided
         intent_ids = await _plan_batches(session, ctx, settled, run_id)
         await _record(session, settled, run_id)
         await _announce(session, settled)
@@ -190,34 +181,90 @@ def _daily_due(row: Any, now: dt.datetime) -> bool:
     return not ran_today and today.time() >= row["daily_at_utc"]
 
 
-async def _prepare(session: AsyncSession, ctx: Context, row: Any, now: dt.datetime) -> _Due | None:
-    """The merchant's settlement if its schedule is due now; None if not due; _Skip if due
-    but not payable."""
-    merchant_id, mode, asset = row["merchant_id"], row["mode"], row["asset"]
-    if row["kind"] == "daily" and not _daily_due(row, now):
-        return None
-    threshold = None if row["threshold"] is None else int(row["threshold"])
-    if row["kind"] == "threshold" and await postings.available(session, merchant_id, mode, asset) < (threshold or 0):
-        return None
-    chain, token, destination = await _destination(session, ctx, row, now)
+@dataclass
+class _Outcome:
+    """What a run decided about the schedules it did not settle."""
+
+    run_id: str
+    skipped: Counter[str] = field(default_factory=Counter)
+    decided: list[tuple[str, str, str]] = field(default_factory=list)  # done for today
+
+    def skip(self, row: Any, skip: _Skip) -> None:
+        self.skipped[skip.reason] += 1
+        if skip.reason in _FINAL_SKIPS:
+            self.decided.append((row["merchant_id"], row["mode"], row["asset"]))
+        log.info(
+            "settlement.skipped",
+            run_id=self.run_id,
+            merchant_id=row["merchant_id"],
+            asset=row["asset"],
+            reason=skip.reason,
+        )
+
+
+def _by_mode_and_asset(rows: Sequence[Any]) -> dict[tuple[str, str], list[Any]]:
+    grouped: dict[tuple[str, str], list[Any]] = {}
+    for row in rows:
+        grouped.setdefault((row["mode"], row["asset"]), []).append(row)
+    return grouped
+
+
+async def _prepare_group(
+    session: AsyncSession, ctx: Context, mode: str, asset: str, rows: list[Any], now: dt.datetime, outcome: _Outcome
+) -> list[_Due]:
+    """The settlements due now among one (mode, asset)'s schedules, with a fixed number of
+    round trips whatever their count (a run covers thousands of merchants)."""
+    rows = [r for r in rows if r["kind"] != "daily" or _daily_due(r, now)]
+    if rows:
+        balances = await postings.availables(session, [(r["merchant_id"], mode, asset) for r in rows])
+        rows = [r for r, b in zip(rows, balances, strict=True) if r["kind"] != "threshold" or b >= int(r["threshold"])]
+    if not rows:
+        return []
+    destinations = await repository.destinations_by_id(session, [r["destination_id"] for r in rows])
+    payable = []
+    for row in rows:
+        try:
+            payable.append((row, *_destination(ctx, row, destinations.get(row["destination_id"]), now)))
+        except _Skip as skip:
+            outcome.skip(row, skip)
+    merchants = [row["merchant_id"] for row, *_ in payable]
+    if not merchants:
+        return []
     # Items first, then the balance: every payment listed is already credited in the amount.
-    paid = await repository.unsettled_payments(session, merchant_id, mode, asset, MAX_ITEMS_PER_KIND)
-    refunded = await repository.unsettled_refunds(session, merchant_id, mode, asset, MAX_ITEMS_PER_KIND)
-    amount = await postings.available(session, merchant_id, mode, asset)
+    paid = _group_by(await repository.unsettled_payments_of(session, merchants, mode, asset, MAX_ITEMS_PER_KIND))
+    refunded = _group_by(await repository.unsettled_refunds_of(session, merchants, mode, asset, MAX_ITEMS_PER_KIND))
+    amounts = await postings.availables(session, [(m, mode, asset) for m in merchants])
+    schedules = await payments.payout_fee_schedules(session, merchants, mode, asset, ctx.payout_fee_bps)
+    due = []
+    for (row, chain, token, destination), amount in zip(payable, amounts, strict=True):
+        m = row["merchant_id"]
+        try:
+            charged = _payout_fee(row, amount, schedules[m])
+        except _Skip as skip:
+            outcome.skip(row, skip)
+            continue
+        due.append(_Due(row, chain, token, destination, amount, charged, paid.get(m, []), refunded.get(m, [])))
+    return due
+
+
+def _payout_fee(row: Any, amount: int, schedule: FeeSchedule) -> int:
     if amount <= 0 or amount < int(row["minimum"]):
         raise _Skip("below_minimum")
-    schedule = await payments.payout_fee_schedule(session, merchant_id, mode, asset, ctx.payout_fee_bps)
     charged = fee(amount, schedule)
     if charged >= amount:
         raise _Skip("fee_exceeds_amount")
-    return _Due(row, chain, token, destination, amount, charged, paid, refunded)
+    return charged
 
 
-async def _destination(
-    session: AsyncSession, ctx: Context, row: Any, now: dt.datetime
-) -> tuple[ChainConfig, TokenConfig, Any]:
-    dest = await repository.destination(session, row["merchant_id"], row["mode"], row["destination_id"])
-    if dest is None or dest["removed_at"] is not None:
+def _group_by(rows: Sequence[Any]) -> dict[str, list[Any]]:
+    grouped: dict[str, list[Any]] = {}
+    for row in rows:
+        grouped.setdefault(row["merchant_id"], []).append(row)
+    return grouped
+
+
+def _destination(ctx: Context, row: Any, dest: Any, now: dt.datetime) -> tuple[ChainConfig, TokenConfig, Any]:
+    if dest is None or dest["removed_at"] is not None or dest["merchant_id"] != row["merchant_id"]:
         raise _Skip("destination_removed")
     if dest["usable_after"] > now:
         raise _Skip("destination_cooling_off")
@@ -231,18 +278,35 @@ async def _destination(
     return chain, token, dest
 
 
-async def _reserve(session: AsyncSession, due: _Due, run_id: str, skipped: Counter[str]) -> bool:
-    """The pending ledger transfers of one merchant's payout, on a savepoint: a refusal
-    (the balance moved since it was read) skips this merchant, not the run."""
+def _outgoing(due: _Due) -> Outgoing:
     s = due.schedule
-    outgoing = Outgoing(due.payout_id, s["merchant_id"], s["mode"], due.chain.chain_id, s["asset"], due.net, due.fee)
+    return Outgoing(due.payout_id, s["merchant_id"], s["mode"], due.chain.chain_id, s["asset"], due.net, due.fee)
+
+
+async def _reserve_all(session: AsyncSession, due: Sequence[_Due], outcome: _Outcome) -> list[_Due]:
+    """The pending ledger transfers of every payout, a chunk per linked batch (one round
+    trip for hundreds of merchants). A chunk refused (a balance moved since it was read)
+    is retried merchant by merchant, so one merchant is skipped, not the run."""
+    settled: list[_Due] = []
+    for first in range(0, len(due), RESERVE_CHUNK):
+        chunk = due[first : first + RESERVE_CHUNK]
+        try:
+            await postings.reserve(session, [_outgoing(d) for d in chunk], isolated=True)
+            settled += chunk
+        except InvalidRequest as exc:
+            if exc.code != "balance_insufficient":
+                raise
+            settled += [d for d in chunk if await _reserve(session, d, outcome)]
+    return settled
+
+
+async def _reserve(session: AsyncSession, due: _Due, outcome: _Outcome) -> bool:
     try:
-        await postings.reserve(session, [outgoing], isolated=True)
+        await postings.reserve(session, [_outgoing(due)], isolated=True)
     except InvalidRequest as exc:
         if exc.code != "balance_insufficient":
             raise
-        skipped["balance_insufficient"] += 1
-        log.warning("settlement.skipped", run_id=run_id, merchant_id=s["merchant_id"], reason="balance_insufficient")
+        outcome.skip(due.schedule, _Skip("balance_insufficient"))
         return False
     return True
 
