@@ -20,8 +20,20 @@ def metadata() -> MetaData:
 # (CHECK-enforced flags, triggers and the posting function that autogenerate cannot see),
 # and the chain follower's and rails' (domains, partial unique indexes; read and written
 # by SQL in their repositories), and payments' (read and written by SQL in
-# payments.repository: the hot paths are single statements with no ORM round trips).
-HAND_WRITTEN_PREFIXES = ("procrastinate_", "ledger_", "chain_", "rails_", "payment")
+# payments.repository: the hot paths are single statements with no ORM round trips), and
+# settlement's (the transaction manager's and money out's, in settlement.repository).
+HAND_WRITTEN_PREFIXES = (
+    "procrastinate_",
+    "ledger_",
+    "chain_",
+    "rails_",
+    "payment",
+    "tx_",
+    "payout",
+    "refunds",
+    "settlement_",
+    "sweeps",
+)
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:
