@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 from eth_account import Account
+from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -150,30 +151,41 @@ async def bench(args: argparse.Namespace) -> None:
     url = recreate_database(admin_url(), BENCH_DB)
     migrations.upgrade(url)
     db = Database.connect(url, settings())
-    with localnet.running(block_time_s=None) as net:
-        chain: ChainConfig = localnet.chain_config(net.stack, net.anvil.url, confirmations=1)
-        ctx = service.Context.from_settings(settings(), [chain])
-        service.register(ctx)
-        Sender(connect(net.anvil.url), DEV_PRIVATE_KEYS[0]).transact(_mint(net, 10**15))
-        await _prime(db, net.stack.usdc)
-        manager = TxManager(
-            db, chain, LocalSigner(bytes.fromhex(DEV_PRIVATE_KEYS[1][2:])), FeePolicy.from_settings(settings(), chain)
-        )
-        principals = await make_merchants(db, ctx, args.merchants)
-        solo = principals[0]
-        solo_dst = await _first_destination(db, solo, ctx)
-        rows: dict[str, list[float]] = {"bare": [], "run": [], "single": []}
-        for r in range(args.repeats):
+    rows: dict[str, list[float]] = {"bare": [], "run": [], "single": []}
+    principals: list[Principal] = []
+    for r in range(args.repeats):
+        # A fresh anvil per repeat: anvil slows down as its history grows, which would
+        # favour whichever shape runs first. The stack lands at the same addresses.
+        with localnet.running(block_time_s=None) as net:
+            chain: ChainConfig = localnet.chain_config(net.stack, net.anvil.url, confirmations=1)
+            ctx = service.Context.from_settings(settings(), [chain])
+            service.register(ctx)
+            Sender(connect(net.anvil.url), DEV_PRIVATE_KEYS[0]).transact(_mint(net, 10**15))
+            await _forget_transactions(db)
+            if not principals:
+                await _prime(db, net.stack.usdc)
+                principals = await make_merchants(db, ctx, args.merchants)
+            signer = LocalSigner(bytes.fromhex(DEV_PRIVATE_KEYS[1][2:]))
+            manager = TxManager(db, chain, signer, FeePolicy.from_settings(settings(), chain))
             rows["bare"].append(bare_script(net.anvil.url, net.stack.usdc, args.merchants, r + 1))
             await credit(db, principals, PER_MERCHANT_UNITS, f"run{r}")
             elapsed, paid = await settlement_run(db, ctx, manager)
             assert paid == args.merchants, f"{paid} payouts for {args.merchants} merchants"
             rows["run"].append(elapsed)
+            solo = principals[0]
             await credit(db, [solo], args.single * USDC, f"single{r}")
+            solo_dst = await _first_destination(db, solo, ctx)
             rows["single"].append(await single_payouts(db, ctx, manager, solo, solo_dst, args.single))
-        await manager.rpc.aclose()
+            await manager.rpc.aclose()
     await db.dispose()
     report(args, rows)
+
+
+async def _forget_transactions(db: Database) -> None:
+    """A fresh chain's nonces start at 0: the previous repeat's transactions (and the
+    payouts they carried) go."""
+    async with db.session() as session:
+        await session.execute(text("TRUNCATE tx_signers, tx_attempts, tx_intents CASCADE"))
 
 
 def _mint(net: localnet.LocalNet, amount: int) -> Any:
