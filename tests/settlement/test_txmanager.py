@@ -14,7 +14,7 @@ from stablegate.db import Database
 from stablegate.merchants.service import Principal
 from stablegate.observability import metrics
 from stablegate.settlement import service
-from stablegate.settlement.txmanager import TxManager
+from stablegate.settlement.txmanager import LOCK_NAMESPACE, TxManager
 from tests.chains.conftest import CONFIRMATIONS, Chain
 from tests.conftest import Tenant
 from tests.settlement.conftest import (
@@ -223,3 +223,21 @@ async def test_nonce_spent_by_a_transaction_not_ours_gets_a_new_nonce(
     assert transfers_to(chain, DESTINATION) == [paid.tx_hash]
     assert [r[0] for r in await rows(db, "SELECT nonce FROM tx_intents")] == [1]
     await m.rpc.aclose()
+
+
+async def test_one_leader_per_signer_and_a_standby_that_stops_cleanly(db: Database, chain: Chain) -> None:
+    first, second = manager(db, chain), manager(db, chain)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(m.run(stop, poll_interval_s=0.05)) for m in (first, second)]
+    await asyncio.sleep(1.0)
+    held = await rows(
+        db,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = :namespace"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        namespace=LOCK_NAMESPACE >> 32,
+    )
+    assert held[0][0] == 1  # one leader; the other stands by
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=10)  # the standby stops too
+    for m in (first, second):
+        await m.rpc.aclose()

@@ -170,8 +170,8 @@ class TxManager:
     # --- the loop ------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event, poll_interval_s: float = 1.0) -> None:
-        async with self._leading(stop):
-            while not stop.is_set():
+        async with self._leading(stop) as leading:
+            while leading and not stop.is_set():
                 try:
                     busy = await self.tick()
                 except RpcError as exc:
@@ -182,18 +182,22 @@ class TxManager:
                         await asyncio.wait_for(stop.wait(), poll_interval_s)
 
     @contextlib.asynccontextmanager
-    async def _leading(self, stop: asyncio.Event) -> AsyncIterator[None]:
+    async def _leading(self, stop: asyncio.Event) -> AsyncIterator[bool]:
+        """Stand by until this process holds the (chain, signer) lock; yields False when
+        stopped before that."""
         key = lock_key(self.chain.chain_id, self.address)
         async with self.db.engine.connect() as conn:
             try:
-                while not (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})).scalar_one():
+                leading = False
+                while not stop.is_set():
+                    leading = bool((await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})).scalar())
                     await conn.commit()
-                    if stop.is_set():
-                        return
-                    await asyncio.sleep(STANDBY_POLL_S)
-                await conn.commit()
-                log.info("tx.leader_acquired", chain=self.chain.name, signer=self.address)
-                yield
+                    if leading:
+                        log.info("tx.leader_acquired", chain=self.chain.name, signer=self.address)
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), STANDBY_POLL_S)
+                yield leading
             finally:
                 await conn.invalidate()  # the session lock goes with the connection
 
