@@ -223,3 +223,46 @@ async def test_a_confirmed_payment_reorganised_away_is_flagged_for_review_not_cl
     assert (flagged.status, flagged.needs_review, flagged.receipts[0].status) == ("succeeded", True, "reorged")
     assert await balances(db, tenant) == {"USDC.local": (4 * USDC - 40_000, 0)}  # an operator decides
     assert (await event_types(db, payment.id))[-1] == "payment.needs_review"
+
+
+async def _where(db: Database, chain: Chain) -> dict[str, int]:
+    """Ledger (debit-normal) balances of the chain's USDC clearing, treasury and fee wallet."""
+    from stablegate.ledger import chart
+    from stablegate.ledger import service as ledger
+
+    usdc = next(t for t in chain.config.tokens if t.symbol == "USDC")
+    async with db.session() as session:
+        accounts = {
+            "clearing": await chart.clearing_account(session, chain.stack.chain_id, usdc.asset),
+            "treasury": await chart.treasury_account(session, chain.stack.chain_id, usdc.asset),
+            "fee_wallet": await chart.fee_wallet_account(session, chain.stack.chain_id, usdc.asset),
+        }
+        result = {}
+        for name, account in accounts.items():
+            b = await ledger.balance(session, account.id)
+            result[name] = b.debits_posted - b.credits_posted
+        return result
+
+
+def _on_chain(chain: Chain, holder: str) -> int:
+    return int(chain.token(chain.stack.usdc).functions.balanceOf(holder).call())
+
+
+async def test_the_ledger_follows_where_the_tokens_are(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, ctx: service.Context
+) -> None:
+    """Router payments land in the treasury and the fee wallet at once; deposit payments
+    stay at their address (clearing) until a sweep."""
+    await _where(db, chain)  # opens the accounts
+    before = await _where(db, chain)
+    treasury_before = _on_chain(chain, chain.stack.treasury)
+    fees_before = _on_chain(chain, chain.stack.fee_recipient)
+    by_router = await create(db, principal, ctx, accepted=[{"chain": "local", "asset": "USDC"}])
+    pay_contract(chain, by_router)
+    by_transfer = await create(db, principal, ctx, amount="10")
+    pay_transfer(chain, by_transfer, 10 * USDC)
+    await confirm(chain, follower)
+    after = await _where(db, chain)
+    assert after["treasury"] - before["treasury"] == _on_chain(chain, chain.stack.treasury) - treasury_before
+    assert after["fee_wallet"] - before["fee_wallet"] == _on_chain(chain, chain.stack.fee_recipient) - fees_before
+    assert after["clearing"] - before["clearing"] == 10 * USDC  # at the deposit address, until swept

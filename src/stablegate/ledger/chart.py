@@ -53,6 +53,11 @@ async def clearing_account(session: AsyncSession, chain_id: int, asset: str) -> 
     return await service.open_account(session, f"chain:{chain_id}:{asset}:clearing", asset, "asset")
 
 
+async def fee_wallet_account(session: AsyncSession, chain_id: int, asset: str) -> LedgerAccount:
+    """The platform's fee wallet on a chain (where the router sends each payment's fee)."""
+    return await service.open_account(session, f"treasury:{chain_id}:{asset}:fee_wallet", asset, "asset")
+
+
 async def treasury_account(session: AsyncSession, chain_id: int, asset: str) -> LedgerAccount:
     """The platform's hot wallet on a chain."""
     return await service.open_account(session, f"treasury:{chain_id}:{asset}:hot_wallet", asset, "asset")

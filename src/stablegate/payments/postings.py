@@ -9,6 +9,12 @@ fresh postings instead of colliding with the voided ones.
                merchant pending → merchant available               (amount − fee)
                merchant pending → platform fee revenue             (fee)
     orphaned   void the pending transfer
+
+Where the tokens are follows the chain too. A deposit-address payment stays at its
+address (chain clearing) until a sweep moves it to the treasury (settlement books that).
+A router payment reaches the treasury and the fee wallet in the same transaction, so its
+confirmation also moves clearing → treasury (amount − fee) and clearing → fee wallet
+(fee): the treasury's ledger account then matches the treasury's on-chain balance.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ class Receipt:
     generation: int
     amount: int  # token base units, fee included
     fee: int
+    rail: str = "deposit_address"  # contract: paid through our router, straight to the treasury
 
     @property
     def key(self) -> str:
@@ -78,20 +85,26 @@ async def book_confirmed(session: AsyncSession, r: Receipt) -> None:
     revenue = await chart.platform_account(session, r.mode, "fee_revenue", r.asset)
     batch = [Transfer(id=r.transfer_id("post"), kind="post", pending_id=r.transfer_id("seen"), metadata=r.metadata)]
     moves = ((available.id, r.amount - r.fee, "net"), (revenue.id, r.fee, "fee"))
-    batch += [
-        Transfer(
-            id=r.transfer_id(step),
-            debit_account=pending.id,
-            credit_account=account,
-            asset=r.asset,
-            amount=amount,
-            code=CODE_PAYMENT,
-            metadata=r.metadata,
-        )
-        for account, amount, step in moves
-        if amount > 0
-    ]
+    batch += [_move(r, step, pending.id, account, amount) for account, amount, step in moves if amount > 0]
+    if r.rail == "contract":
+        clearing = await chart.clearing_account(session, r.chain_id, r.asset)
+        treasury = await chart.treasury_account(session, r.chain_id, r.asset)
+        fee_wallet = await chart.fee_wallet_account(session, r.chain_id, r.asset)
+        collected = ((treasury.id, r.amount - r.fee, "collect"), (fee_wallet.id, r.fee, "collect_fee"))
+        batch += [_move(r, step, account, clearing.id, amount) for account, amount, step in collected if amount > 0]
     await ledger.create_transfers(session, batch)
+
+
+def _move(r: Receipt, step: str, debit: int, credit: int, amount: int) -> Transfer:
+    return Transfer(
+        id=r.transfer_id(step),
+        debit_account=debit,
+        credit_account=credit,
+        asset=r.asset,
+        amount=amount,
+        code=CODE_PAYMENT,
+        metadata=r.metadata,
+    )
 
 
 async def book_orphaned(session: AsyncSession, r: Receipt) -> None:

@@ -93,6 +93,7 @@ def _ledger_receipt(event: ChainEvent, payment: Any, option: Any, receipt_fee: i
         generation=event.generation,
         amount=event.amount,
         fee=receipt_fee,
+        rail="contract" if event.observation_kind == "intent_paid" else "deposit_address",
     )
 
 
