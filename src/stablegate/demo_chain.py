@@ -1,134 +1,192 @@
-"""The demo's on-chain part: a local anvil with our contracts, both ways to pay, the block
-follower turning them into confirmed observations, a look-alike token ignored, a sweep.
+"""The demo's chain (design 0007, "The demo"): a fresh anvil per run with our contracts and
+test tokens, a small async JSON-RPC client, and the payer's wallet as a script.
 
-Every step acts on the real chain (web3 transactions signed with anvil's dev keys) and
-checks what the database and the chain say afterwards.
+Every run gets a chain id no earlier run used in this database. The follower's cursor,
+the transaction manager's nonces and the ledger's token assets are keyed by chain id, so
+a fresh chain under an old id would contradict what the database remembers of the old
+one; and `stablegate dev`'s chain (31337) is never touched.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
+from eth_abi.abi import encode
 from eth_account import Account
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 from sqlalchemy import text
-from web3 import Web3
 
-import stablegate.rails.service as rails
 from stablegate import localnet
-from stablegate.chains.anvil import DEV_PRIVATE_KEYS
-from stablegate.chains.follower import Follower
+from stablegate.chains.anvil import DEV_PRIVATE_KEYS, LOCAL_CHAIN_ID
+from stablegate.chains.registry import ChainConfig, TokenConfig
 from stablegate.db import Database
-from stablegate.rails import contracts
-from stablegate.rails.deploy import connect
-from stablegate.rails.deposits import deposit_salt
-from stablegate.rails.intents import intent_args
-from stablegate.rails.service import IntentTerms
-from stablegate.rails.sweeps import sweep
 
-USDC = 10**6
-DEMO_CHAIN_ID = 31338
-PAYER_KEY = DEV_PRIVATE_KEYS[3]
-OPERATOR_KEY = DEV_PRIVATE_KEYS[0]
-Check = Callable[[str, bool, str], None]
+FIRST_CHAIN_ID = LOCAL_CHAIN_ID + 1
+LAST_CHAIN_ID = FIRST_CHAIN_ID + 999_999
+# One demo at a time per database picks its chain id (pg_advisory_lock key: "sgdemo").
+CHAIN_ID_LOCK = int.from_bytes(b"sgdemo", "big")
+# What remembers a chain id: the follower's cursor, watched deposit addresses, ledger
+# token assets and the transaction manager's nonces.
+USED_CHAIN_IDS_SQL = """
+SELECT max(chain_id) FROM (
+    SELECT max(chain_id) AS chain_id FROM chain_cursors WHERE chain_id BETWEEN :first AND :last
+    UNION ALL SELECT max(chain_id) FROM chain_watched_addresses WHERE chain_id BETWEEN :first AND :last
+    UNION ALL SELECT max(chain_id) FROM ledger_assets WHERE chain_id BETWEEN :first AND :last
+    UNION ALL SELECT max(chain_id) FROM tx_signers WHERE chain_id BETWEEN :first AND :last
+) AS used
+"""
+PAYER_KEY = DEV_PRIVATE_KEYS[3]  # anvil's public dev key #3: 1,000,000 of each test token
+POLL_INTERVAL_MS = 100  # the follower's; the demo mines blocks as it waits
+RPC_TIMEOUT_S = 10.0
+RECEIPT_TIMEOUT_S = 30.0
+RECEIPT_POLL_S = 0.02  # anvil mines a transaction on arrival
+GAS_LIMIT = 300_000  # approve ~46k, router pay ~100k, a transfer ~52k
+MAX_FEE_PER_GAS_WEI = 50 * 10**9
+PRIORITY_FEE_WEI = 10**9
+
+INTENT_TUPLE = "(bytes32,address,uint256,uint256,address,address,uint256)"
+TRANSFER = keccak(text="transfer(address,uint256)")[:4]
+APPROVE = keccak(text="approve(address,uint256)")[:4]
+BALANCE_OF = keccak(text="balanceOf(address)")[:4]
+PAY = keccak(text=f"pay({INTENT_TUPLE},bytes)")[:4]
+
+
+@contextlib.asynccontextmanager
+async def claimed_chain_id(db: Database) -> AsyncIterator[int]:
+    """The next chain id after every one this database has seen, held (an advisory lock)
+    until the block exits, so a concurrent demo on the same database waits its turn."""
+    async with db.engine.connect() as conn:
+        try:
+            await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": CHAIN_ID_LOCK})
+            used = await conn.scalar(text(USED_CHAIN_IDS_SQL), {"first": FIRST_CHAIN_ID, "last": LAST_CHAIN_ID})
+            await conn.commit()
+            chain_id = FIRST_CHAIN_ID if used is None else int(used) + 1
+            assert FIRST_CHAIN_ID <= chain_id <= LAST_CHAIN_ID, "demo chain ids used up: use a fresh database"
+            yield chain_id
+        finally:
+            await conn.invalidate()  # the session lock goes with the connection
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A mined transaction."""
+
+    tx_hash: str
+    block: int
+    ok: bool
+
+
+class Rpc:
+    """Just enough JSON-RPC for the demo, without blocking the event loop the API server,
+    the worker, the follower and the sender share."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client = httpx.AsyncClient(timeout=RPC_TIMEOUT_S)
+
+    async def call(self, method: str, *params: Any) -> Any:
+        reply = await self.client.post(self.url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        body = reply.json()
+        if "error" in body:
+            raise RuntimeError(f"{method}: {body['error']}")
+        return body["result"]
+
+    async def mine(self, blocks: int = 1) -> None:
+        await self.call("anvil_mine", hex(blocks))
+
+    async def balance(self, token: str, holder: str) -> int:
+        data = BALANCE_OF + encode(["address"], [holder])
+        return int(await self.call("eth_call", {"to": token, "data": "0x" + data.hex()}, "latest"), 16)
+
+    async def receipt(self, tx_hash: str) -> Sent:
+        deadline = time.monotonic() + RECEIPT_TIMEOUT_S
+        while time.monotonic() < deadline:
+            found = await self.call("eth_getTransactionReceipt", tx_hash)
+            if found is not None:
+                return Sent(tx_hash, int(found["blockNumber"], 16), int(found["status"], 16) == 1)
+            await asyncio.sleep(RECEIPT_POLL_S)
+        raise TimeoutError(f"no receipt for {tx_hash} after {RECEIPT_TIMEOUT_S:g}s")
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
 
 
 class Wallet:
-    """The payer's wallet, as a script: signs and sends, waits for the receipt."""
+    """The payer's wallet, as a script: it signs locally, sends, and waits for the receipt."""
 
-    def __init__(self, w3: Web3, chain_id: int) -> None:
-        self.w3, self.chain_id = w3, chain_id
-        self.address = Account.from_key(PAYER_KEY).address
+    def __init__(self, rpc: Rpc, chain_id: int, private_key: str = PAYER_KEY) -> None:
+        self.rpc, self.chain_id, self.private_key = rpc, chain_id, private_key
+        self.address = to_checksum_address(Account.from_key(private_key).address)
 
-    def send(self, call: Any) -> Any:
-        nonce = self.w3.eth.get_transaction_count(self.address, "pending")
-        fees = {"maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9, "gas": 300_000, "chainId": self.chain_id}
-        tx = call.build_transaction({"from": self.address, "nonce": nonce, **fees})
-        tx_hash = self.w3.eth.send_raw_transaction(Account.sign_transaction(tx, PAYER_KEY).raw_transaction)
-        return self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
+    async def send(self, to: str, data: bytes) -> Sent:
+        nonce = int(await self.rpc.call("eth_getTransactionCount", self.address, "pending"), 16)
+        tx = {
+            "type": 2,
+            "chainId": self.chain_id,
+            "nonce": nonce,
+            "to": to_checksum_address(to),
+            "value": 0,
+            "data": data,
+            "gas": GAS_LIMIT,
+            "maxFeePerGas": MAX_FEE_PER_GAS_WEI,
+            "maxPriorityFeePerGas": PRIORITY_FEE_WEI,
+        }
+        signed = Account.sign_transaction(tx, self.private_key)
+        tx_hash = await self.rpc.call("eth_sendRawTransaction", "0x" + bytes(signed.raw_transaction).hex())
+        return await self.rpc.receipt(tx_hash)
 
-    def token(self, address: str) -> Any:
-        return self.w3.eth.contract(address=Web3.to_checksum_address(address), abi=contracts.abi("TestStablecoin"))
+    async def transfer(self, token: str, to: str, units: int) -> Sent:
+        return await self.send(token, TRANSFER + encode(["address", "uint256"], [to, units]))
 
+    async def approve(self, token: str, spender: str, units: int) -> Sent:
+        return await self.send(token, APPROVE + encode(["address", "uint256"], [spender, units]))
 
-async def _observation(db: Database, **where: str) -> Any:
-    clause = " AND ".join(f"{column} = :{column}" for column in where)
-    async with db.session() as session:
-        rows = await session.execute(text(f"SELECT * FROM chain_observations WHERE {clause}"), where)
-        return rows.mappings().first()
-
-
-async def run(db: Database, data_dir: Path, merchant_id: str, check: Check) -> None:
-    """The demo's chain is its own (chain id 31338, state in the data dir): each run goes on
-    where the last one stopped, so the follower's cursor in the same database stays true,
-    and `stablegate dev`'s chain (31337) is never confused with it."""
-    state = data_dir / "demo-anvil-state.json"
-    with localnet.running(state_path=state, block_time_s=None, chain_id=DEMO_CHAIN_ID, name="demo") as net:
-        w3, stack = connect(net.anvil.url), net.stack
-        wallet = Wallet(w3, stack.chain_id)
-        check("local chain", True, f"anvil {net.anvil.url}, contracts at {stack.router[:10]}…, payers funded")
-        follower = Follower(db, net.chain)
-        async with follower.leading(wait=False):
-            address = await _deposit_payment(db, net, wallet, follower, f"{merchant_id}:order-1001", check)
-            await _router_payment(db, net, wallet, follower, f"{merchant_id}:order-1002", check)
-            _sweep(net, wallet, address, f"{merchant_id}:order-1001", check)
-        await follower.rpc.aclose()
-
-
-async def _settle(wallet: Wallet, follower: Follower) -> None:
-    """Mine the confirmation depth and let the follower read it."""
-    wallet.w3.provider.make_request("anvil_mine", [hex(localnet.LOCAL_CONFIRMATIONS)])  # type: ignore[arg-type]
-    await follower.sync()
+    async def pay(self, router: str, intent: dict[str, Any], signature: str) -> Sent:
+        """PaymentRouter.pay(intent, signature): the signed intent exactly as the API gave it."""
+        fields = (
+            bytes.fromhex(intent["id"][2:]),
+            intent["token"],
+            int(intent["amount"]),
+            int(intent["fee"]),
+            intent["recipient"],
+            intent["feeRecipient"],
+            int(intent["deadline"]),
+        )
+        data = PAY + encode([INTENT_TUPLE, "bytes"], [fields, bytes.fromhex(signature[2:])])
+        return await self.send(router, data)
 
 
-async def _deposit_payment(
-    db: Database, net: localnet.LocalNet, wallet: Wallet, follower: Follower, ref: str, check: Check
-) -> str:
-    async with db.session() as session:
-        address = await rails.create_deposit_address(session, net.chain, ref)
-    code = wallet.w3.eth.get_code(Web3.to_checksum_address(address))
-    check("deposit address (CREATE2)", code == b"", f"{address} — nothing deployed there yet")
-    wallet.send(wallet.token(net.stack.fake_usdc).functions.transfer(Web3.to_checksum_address(address), 25 * USDC))
-    pay_to = Web3.to_checksum_address(address)
-    receipt = wallet.send(wallet.token(net.stack.usdc).functions.transfer(pay_to, 25 * USDC))
-    tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
-    await follower.sync()
-    seen = await _observation(db, tx_hash=tx_hash)
-    check("transfer seen", seen is not None and seen["status"] == "seen", f"25 USDC in block {receipt['blockNumber']}")
-    await _settle(wallet, follower)
-    confirmed = await _observation(db, tx_hash=tx_hash)
-    ok = confirmed is not None and confirmed["status"] == "confirmed" and confirmed["owner_ref"] == ref
-    check("transfer confirmed", ok, f"after {localnet.LOCAL_CONFIRMATIONS} blocks, for {ref}")
-    fake = await _observation(db, token=net.stack.fake_usdc.lower())
-    check("look-alike USDC ignored", fake is None, f"25 'USDC' from {net.stack.fake_usdc[:10]}… not counted")
-    return address
+@dataclass(frozen=True)
+class DemoChain:
+    net: localnet.LocalNet
+    config: ChainConfig  # this run's chain: its own id, name and ledger assets
+    rpc: Rpc
+
+    @property
+    def usdc(self) -> TokenConfig:
+        return self.config.tokens[0]
 
 
-async def _router_payment(
-    db: Database, net: localnet.LocalNet, wallet: Wallet, follower: Follower, ref: str, check: Check
-) -> None:
-    stack = net.stack
-    deadline_s = int(time.time()) + 1800
-    terms = IntentTerms(stack.usdc, 40 * USDC, 40 * USDC // 100, stack.treasury, stack.fee_recipient, deadline_s)
-    async with db.session() as session:
-        signed = await rails.create_intent(session, net.chain, ref, terms, OPERATOR_KEY)
-    router = wallet.w3.eth.contract(address=Web3.to_checksum_address(stack.router), abi=contracts.abi("PaymentRouter"))
-    wallet.send(wallet.token(stack.usdc).functions.approve(router.address, terms.amount))
-    paid = wallet.send(router.functions.pay(intent_args(signed.intent), signed.signature))
-    await _settle(wallet, follower)
-    intent_id = "0x" + signed.intent.id.hex()
-    async with db.session() as session:
-        status = await session.scalar(text("SELECT status FROM rails_intents WHERE id = :id"), {"id": intent_id})
-    check("intent paid via router", paid["status"] == 1 and status == "paid", "40 USDC, 0.40 fee split atomically")
-    again = wallet.send(router.functions.pay(intent_args(signed.intent), signed.signature))
-    check("same intent twice", again["status"] == 0, "second payment reverted (AlreadyPaid)")
-
-
-def _sweep(net: localnet.LocalNet, wallet: Wallet, address: str, ref: str, check: Check) -> None:
-    token = wallet.token(net.stack.usdc)
-    before = token.functions.balanceOf(net.stack.treasury).call()
-    sweep(net.anvil.url, net.stack.factory, [deposit_salt(ref)], [net.stack.usdc], OPERATOR_KEY)
-    moved = token.functions.balanceOf(net.stack.treasury).call() - before
-    check("sweep to treasury", moved == 25 * USDC, f"{moved / USDC:.2f} USDC moved; forwarder deployed by the sweep")
+@contextlib.asynccontextmanager
+async def running(chain_id: int) -> AsyncIterator[DemoChain]:
+    """A fresh anvil under `chain_id` with our stack deployed (before anything else runs:
+    the deployment blocks). It mines a block per transaction; confirmations come from the
+    blocks the demo mines while it waits."""
+    name = f"demo-{chain_id - LOCAL_CHAIN_ID}"
+    with localnet.running(block_time_s=None, chain_id=chain_id, name=name) as net:
+        s = net.stack
+        tokens = (TokenConfig("USDC", s.usdc, 6, f"USDC.{name}"), TokenConfig("DAI", s.dai, 18, f"DAI.{name}"))
+        config = dataclasses.replace(net.chain, tokens=tokens, poll_interval_ms=POLL_INTERVAL_MS)
+        rpc = Rpc(net.anvil.url)
+        try:
+            yield DemoChain(net, config, rpc)
+        finally:
+            await rpc.aclose()

@@ -77,7 +77,7 @@ async def run_dev(url: str, settings: Settings, host: str, port: int) -> None:
         # The local routers were deployed by anvil's dev key #0: it signs the intents.
         settings = settings.model_copy(update={"intent_signer_key": settings.intent_signer_key or DEV_PRIVATE_KEYS[0]})
         async with serving(url, settings, host, port, [net.chain]) as api:
-            _print_dev(api.base_url, net)
+            await _print_dev(url, settings, api.base_url, net)
             worker = asyncio.create_task(run_worker(url, settings, concurrency=2, install_signal_handlers=False))
             stop = asyncio.Event()
             chain_db = Database.connect(url, settings)
@@ -107,11 +107,24 @@ def _dev_signing(settings: Settings) -> Settings:
     return settings.model_copy(update={"keystore_passphrase": DEV_PASSPHRASE, "keystore_dir": directory})
 
 
-def _print_dev(base_url: str, net: localnet.LocalNet) -> None:
+async def _print_dev(url: str, settings: Settings, base_url: str, net: localnet.LocalNet) -> None:
+    from stablegate import dev_merchant
+
     s = net.stack
     print(f"stablegate dev: API on {base_url} (docs {base_url}/docs), worker, block follower and sender running")
     print(f"  local chain: {net.anvil.url} (chain id {s.chain_id}, a block a second; state kept between runs)")
     print(f"  USDC {s.usdc} · DAI {s.dai} · router {s.router} · deposit factory {s.factory}")
     print(f"  funded payer: {s.payers[0]} (anvil's well-known dev key #3; 1,000,000 USDC and DAI)")
     print(f"  treasury (payouts, refunds): {s.treasury} · sweep operator: {s.deployer} (dev keystore in the data dir)")
+    try:
+        start = await dev_merchant.prepare(url, settings, base_url, net.chain, s.payers[0])
+    except Exception as exc:  # the printout is a convenience: dev runs without it
+        print(f"  (no demo merchant: {type(exc).__name__}: {exc})")
+    else:
+        payment_id = start.payment["id"]
+        print(f"  test API key: {start.merchant.key} (merchant {start.merchant.merchant_id}; kept in {start.path})")
+        print(f"  a demo payment's checkout page: {base_url}/pay/{payment_id}")
+        print("  pay it from the command line (anvil's dev accounts are unlocked; 3 blocks later it has succeeded):")
+        print(f"    {start.pay_command}")
+        print(f'    curl -s {base_url}/v1/payments/{payment_id} -H "Authorization: Bearer {start.merchant.key}"')
     print("  Ctrl-C stops everything; the next start reuses the database and the chain")
