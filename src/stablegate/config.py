@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     # The local chain of `stablegate dev` (the `local` chain preset's RPC port).
     anvil_port: int = 8545
 
+    # Where payers reach this deployment's hosted checkout (design 0007): every payment's
+    # `hosted_url` is this plus /pay/{id}. Set it to the public origin behind the load
+    # balancer (e.g. https://pay.example.com); no trailing slash needed.
+    public_url: str = "http://127.0.0.1:8000"
+
     # Payments (design 0004). The key that signs payment intents: the signer our routers
     # were deployed with (`stablegate dev`/`demo` use the local chain's dev key).
     intent_signer_key: str | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -47,6 +48,8 @@ async def serving(
     db = Database.connect(url, settings)
     tracing.instrument_engine(db.engine.sync_engine)
     port = port or free_port(host)
+    if "STABLEGATE_PUBLIC_URL" not in os.environ:  # checkout links point at this server
+        settings = settings.model_copy(update={"public_url": f"http://{host}:{port}"})
     config = uvicorn.Config(
         create_app(settings, db, chains), host=host, port=port, log_level="warning", access_log=False
     )

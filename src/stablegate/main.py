@@ -19,6 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from stablegate import migrations
 from stablegate.chains import registry
 from stablegate.chains.registry import ChainConfig
+from stablegate.checkout.api import SecurityHeaders as CheckoutSecurityHeaders
+from stablegate.checkout.api import router as checkout_router
 from stablegate.config import Settings, get_settings
 from stablegate.customers.api import router as customers_router
 from stablegate.db import Database, libpq_url
@@ -32,6 +34,7 @@ from stablegate.observability import logging as obs_logging
 from stablegate.observability import tracing
 from stablegate.payments import receipts as _payment_receipts  # noqa: F401 (subscribes to chain events)
 from stablegate.payments import service as payments
+from stablegate.payments import views as payment_views
 from stablegate.payments.api import router as payments_router
 from stablegate.pipeline import ObservabilityMiddleware, PipelineConfig, UnitOfWorkMiddleware
 from stablegate.settlement import service as settlement
@@ -63,6 +66,7 @@ def create_app(settings: Settings, db: Database, chains: Sequence[ChainConfig] |
     configured = registry.configured() if chains is None else chains
     app.state.payments = payments.Context.from_settings(settings, configured)
     app.state.settlement = settlement.Context.from_settings(settings, configured)
+    payment_views.set_public_url(settings.public_url)
     app.include_router(account_router)
     app.include_router(customers_router)
     app.include_router(ledger_router)
@@ -70,6 +74,7 @@ def create_app(settings: Settings, db: Database, chains: Sequence[ChainConfig] |
     app.include_router(webhook_endpoints_router)
     app.include_router(payments_router)
     app.include_router(settlement_router)
+    app.include_router(checkout_router)  # public: /pay/… and /static/checkout/…, outside /v1
     _add_error_handlers(app)
     _add_ops_routes(app, db)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -85,6 +90,7 @@ def create_app(settings: Settings, db: Database, chains: Sequence[ChainConfig] |
             idempotency_lock_s=settings.idempotency_lock_s,
         ),
     )
+    app.add_middleware(CheckoutSecurityHeaders)
     app.add_middleware(ObservabilityMiddleware)
     return app
 

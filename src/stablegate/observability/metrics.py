@@ -110,3 +110,11 @@ SETTLEMENTS = Counter(
     "Due settlement schedules by run outcome: settled, or why skipped (below_minimum, destination_cooling_off, …).",
     ["outcome"],
 )
+
+# Checkout (design 0007): public pages, so labels are fixed sets, never payment ids.
+CHECKOUT_VIEWS = Counter(
+    "stablegate_checkout_views_total", "Hosted checkout pages served, by outcome (rendered, not_found).", ["outcome"]
+)
+CHECKOUT_STATUS_READS = Counter(
+    "stablegate_checkout_status_reads_total", "Checkout status polls answered, by the page's state.", ["state"]
+)

@@ -136,6 +136,7 @@ class Payment(BaseModel):
     reference: str | None
     success_url: str | None
     cancel_url: str | None
+    hosted_url: str = Field(description="Our hosted checkout page for this payment: send the payer there.")
     expires_at: int
     created: int
     options: list[PaymentOption]

@@ -10,6 +10,7 @@ from typing import Any
 
 from eth_utils.address import to_checksum_address as _to_checksum_address
 
+from stablegate.config import get_settings
 from stablegate.payments.schemas import (
     ContractInstructions,
     DepositInstructions,
@@ -26,6 +27,21 @@ from stablegate.rails.service import SignedIntent
 to_checksum_address = functools.lru_cache(maxsize=4096)(_to_checksum_address)
 
 _INTENT_KEYS = ("id", "token", "amount", "fee", "recipient", "feeRecipient", "deadline")
+
+# The hosted checkout's origin (STABLEGATE_PUBLIC_URL). The API process sets it from the
+# settings it was built with; other processes (follower, worker) render payments for
+# webhooks too, and read the same variable from their environment.
+_public_url: str | None = None
+
+
+def set_public_url(url: str) -> None:
+    global _public_url
+    _public_url = url.rstrip("/")
+
+
+def hosted_url(payment_id: str) -> str:
+    base = _public_url if _public_url is not None else get_settings().public_url.rstrip("/")
+    return f"{base}/pay/{payment_id}"
 
 
 def intent_json(signed: SignedIntent) -> dict[str, Any]:
@@ -138,6 +154,7 @@ def payment(
         reference=row["reference"],
         success_url=row["success_url"],
         cancel_url=row["cancel_url"],
+        hosted_url=hosted_url(row["id"]),
         expires_at=int(row["expires_at"].timestamp()),
         created=int(row["created_at"].timestamp()),
         options=[_option(o, received[o["position"]]) for o in options],

@@ -1,0 +1,1 @@
+"""The hosted checkout (design 0007): public, server-rendered payment pages."""
