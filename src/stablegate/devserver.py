@@ -75,26 +75,38 @@ async def run_dev(url: str, settings: Settings, host: str, port: int) -> None:
     from stablegate.jobs.app import run_worker
     from stablegate.settlement.sender import run as sender_run
 
+    # Signals stop everything gracefully from here on, startup included: a SIGTERM while
+    # the dev merchant is being prepared must not tear the event loop down mid-request.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     state = settings.data_dir / "anvil-state.json"
     with localnet.running(port=settings.anvil_port, state_path=state) as net:
         # The local routers were deployed by anvil's dev key #0: it signs the intents.
         settings = settings.model_copy(update={"intent_signer_key": settings.intent_signer_key or DEV_PRIVATE_KEYS[0]})
         async with serving(url, settings, host, port, [net.chain]) as api:
-            await _print_dev(url, settings, api.base_url, net)
+            stopper = asyncio.create_task(_stop_serving_on(stop, api))
+            try:
+                await _print_dev(url, settings, api.base_url, net)
+            except Exception:
+                if not stop.is_set():
+                    raise  # a real failure; one caused by stopping mid-way is not
             worker = asyncio.create_task(run_worker(url, settings, concurrency=2, install_signal_handlers=False))
-            stop = asyncio.Event()
             chain_db = Database.connect(url, settings)
             follower = asyncio.create_task(follow_forever(chain_db, net.chain, stop))
             sender = asyncio.create_task(sender_run(url, _dev_signing(settings), [net.chain], None, stop))
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, lambda: setattr(api.server, "should_exit", True))
             # Whichever stops first (a signal stops the API), the others follow.
             await asyncio.wait({api.task, worker, follower, sender}, return_when=asyncio.FIRST_COMPLETED)
             stop.set()
             worker.cancel()
-            await asyncio.gather(worker, follower, sender, return_exceptions=True)
+            await asyncio.gather(worker, follower, sender, stopper, return_exceptions=True)
             await chain_db.dispose()
+
+
+async def _stop_serving_on(stop: asyncio.Event, api: Serving) -> None:
+    await stop.wait()
+    api.server.should_exit = True
 
 
 def _dev_signing(settings: Settings) -> Settings:
