@@ -195,7 +195,7 @@ async def mark_broadcast(session: AsyncSession, intent_ids: Sequence[str]) -> li
 
 async def clear_attempts(session: AsyncSession, intent_id: str) -> None:
     """An intent whose nonce went to a transaction not ours: its attempts can never be
-    mined (the nonce is spent), so they are kept as history, renumbered out of the way."""
+    mined (the nonce is spent); they stay as history, marked replaced."""
     await _execute(session, "UPDATE tx_attempts SET status = 'replaced' WHERE intent_id = $1", intent_id)
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import asyncpg
 import structlog
 from eth_utils.address import is_checksum_address
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -151,12 +152,12 @@ async def create_destination(
     }
     try:
         row = await repository.insert_destination(session, values, principal.key_id)
-    except Exception as exc:  # the partial unique index: one live row per address and asset
-        if "ux_payout_destinations_live" in str(exc):
-            raise InvalidRequest(
-                "This address is already a destination for this asset.", param="address", code="destination_exists"
-            ) from None
-        raise
+    except asyncpg.UniqueViolationError as exc:  # one live row per (merchant, mode, asset, address)
+        if exc.constraint_name != "ux_payout_destinations_live":
+            raise
+        raise InvalidRequest(
+            "This address is already a destination for this asset.", param="address", code="destination_exists"
+        ) from None
     view = views.destination(row, token)
     await _emit(session, row, "payout_destination.created", view)
     log.info("payout_destination.created", destination_id=row["id"], merchant_id=principal.merchant_id)
