@@ -258,14 +258,6 @@ async def remove_destination(session: AsyncSession, row: Row, actor: str) -> Row
     return removed if removed is not None else row
 
 
-async def destination_events(session: AsyncSession, destination_id: str) -> list[Row]:
-    return await _fetch(
-        session,
-        "SELECT action, address, actor, at FROM payout_destination_events WHERE destination_id = $1 ORDER BY id",
-        destination_id,
-    )
-
-
 async def list_destinations(session: AsyncSession, merchant_id: str, mode: str, page: PageRequest) -> Page[Row]:
     return await _page(session, "payout_destinations", _DESTINATION_COLUMNS, merchant_id, mode, page, {})
 
@@ -429,16 +421,6 @@ async def upsert_schedule(session: AsyncSession, v: dict[str, Any]) -> Row:
     return row
 
 
-async def schedules(session: AsyncSession, limit: int) -> list[Row]:
-    """Every schedule, locked for this run (a concurrent run skips them)."""
-    return await _fetch(
-        session,
-        f"SELECT {SCHEDULE_COLUMNS} FROM settlement_schedules ORDER BY merchant_id, mode, asset"
-        " LIMIT $1 FOR UPDATE SKIP LOCKED",
-        limit,
-    )
-
-
 async def mark_schedule_run(session: AsyncSession, keys: Sequence[tuple[str, str, str]], run_on: dt.date) -> None:
     await _execute(
         session,
@@ -446,35 +428,6 @@ async def mark_schedule_run(session: AsyncSession, keys: Sequence[tuple[str, str
            FROM jsonb_to_recordset($1::jsonb) AS k(merchant_id text, mode text, asset text)
            WHERE (s.merchant_id, s.mode, s.asset) = (k.merchant_id, k.mode, k.asset)""",
         json.dumps([{"merchant_id": m, "mode": mo, "asset": a} for m, mo, a in keys]), run_on,
-    )  # fmt: skip
-
-
-async def unsettled_payments(session: AsyncSession, merchant_id: str, mode: str, asset: str, limit: int) -> list[Row]:
-    """Confirmed receipts in `asset` of the merchant's payments, not yet in a settlement,
-    summed per payment (gross and fee)."""
-    return await _fetch(
-        session,
-        """SELECT r.payment_id, sum(r.amount) AS amount, sum(r.fee) AS fee
-           FROM payment_receipts r
-           JOIN payments p ON p.id = r.payment_id
-           JOIN payment_options o ON o.payment_id = r.payment_id AND o.position = r.position
-           WHERE p.merchant_id = $1 AND p.mode = $2 AND o.asset = $3 AND r.status = 'confirmed'
-             AND NOT EXISTS (SELECT 1 FROM settlement_items s
-                             WHERE s.kind = 'payment' AND s.object_id = r.payment_id AND NOT s.released)
-           GROUP BY r.payment_id ORDER BY r.payment_id LIMIT $4""",
-        merchant_id, mode, asset, limit,
-    )  # fmt: skip
-
-
-async def unsettled_refunds(session: AsyncSession, merchant_id: str, mode: str, asset: str, limit: int) -> list[Row]:
-    return await _fetch(
-        session,
-        """SELECT id, amount FROM refunds r
-           WHERE merchant_id = $1 AND mode = $2 AND asset = $3 AND status = 'paid'
-             AND NOT EXISTS (SELECT 1 FROM settlement_items s
-                             WHERE s.kind = 'refund' AND s.object_id = r.id AND NOT s.released)
-           ORDER BY id LIMIT $4""",
-        merchant_id, mode, asset, limit,
     )  # fmt: skip
 
 
@@ -605,10 +558,6 @@ async def sweeps_by_intent(session: AsyncSession, intent_id: str) -> list[Row]:
     return await _fetch(
         session, "SELECT id, chain_id, status, items FROM sweeps WHERE tx_intent_id = $1 FOR UPDATE", intent_id
     )
-
-
-async def set_sweep_status(session: AsyncSession, sweep_id: str, status: str) -> None:
-    await _execute(session, "UPDATE sweeps SET status = $2, updated_at = now() WHERE id = $1", sweep_id, status)
 
 
 # --- sweeps: planning lock and guarded finish (settlement/sweeps.py) -------------------
