@@ -95,12 +95,8 @@ async def test_500_is_retried_with_the_same_id_and_identical_body(
     attempts = await attempt_rows(db, delivery.id)
     assert [a.status_code for a in attempts] == [500, 500, 200]
     assert attempts[0].response_excerpt == "oops"
-    # Exactly one job per attempt: no fork of the schedule.
-    async with db.session() as session:
-        jobs = await session.scalar(
-            text("SELECT count(*) FROM procrastinate_jobs WHERE args->>'delivery_id' = :d"), {"d": delivery.id}
-        )
-    assert jobs == 3
+    # Exactly one attempt per schedule step, no fork of the schedule, nothing left leased.
+    assert delivery.schedule_step == 3 and delivery.leased_until is None and delivery.manual_requested_at is None
 
 
 async def test_timeout_is_recorded_and_retried(
@@ -291,10 +287,9 @@ async def test_rotation_sends_both_signatures_until_the_overlap_ends(
 async def test_a_far_retry_does_not_hold_back_new_deliveries(
     db: Database, tenant: Tenant, receiver: Receiver, worker: WorkerRunner
 ) -> None:
-    """procrastinate runs a lock's jobs in (priority, id) order, due or not: the retry's
-    negative priority is what lets a later delivery on the same lock go first."""
+    """With a per-endpoint bound of 1, a retry waiting for its due time holds no slot: a
+    later delivery to the same endpoint goes first."""
     settings = worker_settings(webhook_schedule_scale=1.0, webhook_endpoint_concurrency=1)
-    service.jobs.configure(settings)  # one lock per endpoint for the emits below
     await make_endpoint(db, tenant, receiver.url("/once-down", Reply(500), Reply(200)))
     failed = await emit(db, tenant)
 
@@ -321,7 +316,6 @@ async def test_one_slow_endpoint_cannot_occupy_every_worker_slot(
     db: Database, tenant: Tenant, other_tenant: Tenant, receiver: Receiver, worker: WorkerRunner
 ) -> None:
     settings = worker_settings(webhook_endpoint_concurrency=2)
-    service.jobs.configure(settings)
     await make_endpoint(db, tenant, receiver.url("/slow", Reply(200, delay_s=0.4)))
     await make_endpoint(db, other_tenant, receiver.url("/fast"))
     slow = [await emit(db, tenant) for _ in range(8)]

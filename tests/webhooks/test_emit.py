@@ -3,13 +3,17 @@ enabled endpoints of the same merchant and mode only."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from stablegate.db import Database
-from stablegate.webhooks import service
+from stablegate.webhooks import repository, service
 from stablegate.webhooks.schemas import WebhookEndpointUpdate
 from tests.conftest import Tenant
 from tests.webhooks.conftest import ALLOW, delivery_rows, emit, make_endpoint, principal
@@ -17,14 +21,37 @@ from tests.webhooks.conftest import ALLOW, delivery_rows, emit, make_endpoint, p
 URL = "http://127.0.0.1:9/hook"
 
 
-async def jobs_for(db: Database, delivery_ids: list[str]) -> int:
+async def due_now(db: Database, delivery_ids: list[str]) -> int:
+    """How many of these deliveries a dispatcher could claim now."""
     async with db.session() as session:
         count = await session.scalar(
-            text("SELECT count(*) FROM procrastinate_jobs WHERE args->>'delivery_id' = ANY(:ids)"),
+            text(
+                "SELECT count(*) FROM webhook_deliveries WHERE id = ANY(:ids) AND status = 'pending'"
+                " AND next_attempt_at <= now() AND leased_until IS NULL AND schedule_step = 0"
+            ),
             {"ids": delivery_ids},
         )
     assert isinstance(count, int)
     return count
+
+
+@contextlib.asynccontextmanager
+async def listening(db: Database) -> AsyncIterator[list[str]]:
+    """The payloads of the dispatchers' wake-up channel, as a dispatcher would hear them."""
+    heard: list[str] = []
+    async with db.engine.connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+
+        def on_notify(*args: Any) -> None:
+            heard.append(args[-1])
+
+        await driver.add_listener(repository.NOTIFY_CHANNEL, on_notify)
+        try:
+            yield heard
+            await asyncio.sleep(0.2)  # a notification follows its commit at once
+        finally:
+            await driver.remove_listener(repository.NOTIFY_CHANNEL, on_notify)
 
 
 async def test_fan_out_reaches_matching_enabled_endpoints_only(
@@ -43,12 +70,15 @@ async def test_fan_out_reaches_matching_enabled_endpoints_only(
         await service.update_endpoint(session, principal(tenant), disabled, update, ALLOW)
         await service.delete_endpoint(session, principal(tenant), deleted)
 
-    event_id = await emit(db, tenant, "payment.succeeded")
+    async with listening(db) as heard:
+        event_id = await emit(db, tenant, "payment.succeeded")
     rows = await delivery_rows(db, event_id)
     assert sorted(r.endpoint_id for r in rows) == sorted([every, star, succeeded])
     assert all(r.status == "pending" and r.attempts == 0 and r.id.startswith("msg_") for r in rows)
     assert len({r.id for r in rows}) == 3
-    assert await jobs_for(db, [r.id for r in rows]) == 3
+    # Each is due now (the first step of its schedule) and the dispatchers were woken once.
+    assert await due_now(db, [r.id for r in rows]) == 3
+    assert heard == [""]
 
 
 async def test_rolled_back_transaction_leaves_no_event_delivery_or_job(db: Database, tenant: Tenant) -> None:
@@ -73,20 +103,16 @@ async def test_rolled_back_transaction_leaves_no_event_delivery_or_job(db: Datab
             )
             raise Boom
 
-    with pytest.raises(Boom):
-        await emit_then_fail()
+    async with listening(db) as heard:
+        with pytest.raises(Boom):
+            await emit_then_fail()
     async with db.session() as session:
         events = await session.scalar(text("SELECT count(*) FROM events WHERE id = :id"), {"id": emitted[0]})
         deliveries = await session.scalar(
             text("SELECT count(*) FROM webhook_deliveries WHERE event_id = :id"), {"id": emitted[0]}
         )
-        jobs = await session.scalar(
-            text(
-                "SELECT count(*) FROM procrastinate_jobs j WHERE j.task_name = 'webhooks.deliver'"
-                " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.id = j.args->>'delivery_id')"
-            )
-        )
-    assert (events, deliveries, jobs) == (0, 0, 0)
+    # The deliveries are the queue: none written means nothing to deliver; no wake-up either.
+    assert (events, deliveries, heard) == (0, 0, [])
 
 
 async def test_event_body_shape(db: Database, tenant: Tenant) -> None:

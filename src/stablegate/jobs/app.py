@@ -17,6 +17,7 @@ from stablegate.observability import metrics
 from stablegate.payments import jobs as payments_jobs
 from stablegate.settlement import jobs as settlement_jobs
 from stablegate.settlement import sweep_jobs
+from stablegate.webhooks import dispatch
 from stablegate.webhooks import jobs as webhook_jobs
 
 log = structlog.get_logger(__name__)
@@ -40,8 +41,8 @@ async def purge_idempotency_keys(timestamp: int) -> int:
 @tasks.task(name="system.retry_stalled_jobs", queue="system", pass_context=True)
 async def retry_stalled_jobs(context: procrastinate.JobContext, timestamp: int) -> int:
     """Put back jobs whose worker died mid-run (no heartbeat for STALLED_AFTER_S): without
-    this a crashed webhook attempt would stay `doing` forever and hold its endpoint's lock.
-    Every task is safe to run again (webhook receivers deduplicate by webhook-id)."""
+    this such a job would stay `doing` forever. Every task is safe to run again. (Webhook
+    deliveries are not jobs: their leases expire instead, design 0005.)"""
     assert context.app is not None
     retried = await retry_stalled(context.app)
     metrics.JOBS_RUN.labels("system.retry_stalled_jobs", "ok").inc()
@@ -62,7 +63,6 @@ def build_app(url: str) -> procrastinate.App:
     app = procrastinate.App(connector=connector)
     app.add_tasks_from(tasks, namespace="")
     app.add_tasks_from(ledger_jobs.tasks, namespace="")
-    app.add_tasks_from(webhook_jobs.tasks, namespace="")
     app.add_tasks_from(payments_jobs.tasks, namespace="")
     app.add_tasks_from(sweep_jobs.tasks, namespace="")
     app.add_tasks_from(settlement_jobs.tasks, namespace="")
@@ -70,13 +70,20 @@ def build_app(url: str) -> procrastinate.App:
 
 
 async def run_worker(url: str, settings: Settings, *, concurrency: int = 4, wait: bool = True, **kwargs: Any) -> None:
+    """procrastinate's worker and, when it serves the webhooks queue, the webhook
+    dispatcher beside it (design 0005). wait=False: both stop once nothing is due."""
     Runtime.db = Database.connect(url, settings)
-    webhook_jobs.configure(settings)
     app = build_app(url)
     try:
-        async with app.open_async():
+        async with app.open_async(), asyncio.TaskGroup() as group:
             log.info("worker.started", concurrency=concurrency)
-            await app.run_worker_async(concurrency=concurrency, wait=wait, **kwargs)
+            group.create_task(app.run_worker_async(concurrency=concurrency, wait=wait, **kwargs))
+            if webhook_jobs.serves_webhooks(kwargs.get("queues")):
+                poll_s = kwargs.get("fetch_job_polling_interval", dispatch.POLL_INTERVAL_S)
+                dispatcher = dispatch.Dispatcher(
+                    Runtime.database(), settings, concurrency=concurrency, poll_interval_s=poll_s
+                )
+                group.create_task(dispatcher.run(wait=wait))
     finally:
         await Runtime.database().dispose()
         Runtime.db = None

@@ -1,6 +1,6 @@
-"""One delivery attempt over HTTP (design 0005): read what to send, sign it, pass the SSRF
-gate again (DNS may have changed since registration), POST to the checked address, then
-record the outcome and the next attempt in one transaction.
+"""One delivery attempt over HTTP (design 0005): sign what the claim returned, pass the
+SSRF gate again (DNS may have changed since registration), POST to the checked address.
+The dispatcher (dispatch.py) claims before and records after.
 
 No database transaction is open during the HTTP call: an attempt may take the whole
 timeout, and a pooled connection held that long would be the scarcer resource.
@@ -18,7 +18,6 @@ import structlog
 from opentelemetry import trace
 
 from stablegate.config import Settings
-from stablegate.jobs.runtime import Runtime
 from stablegate.kit import ssrf
 from stablegate.observability import metrics
 from stablegate.observability.tracing import tracer
@@ -36,34 +35,6 @@ MAX_KEEPALIVE = 100
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-async def run(
-    delivery_id: str, step: int | None, settings: Settings, clock: Callable[[], dt.datetime] = utc_now
-) -> str:
-    """The job: returns what became of the delivery (or "skipped": nothing to do)."""
-    db = Runtime.database()
-    async with db.session() as session:  # commits giving up on a disabled endpoint
-        target = await service.load_target(session, delivery_id, step)
-    if target is None:
-        return "skipped"
-    result = await attempt(target, settings, clock)
-    status = await db.retrying(
-        lambda session: service.record_attempt(session, target, step, result, scale=settings.webhook_schedule_scale)
-    )
-    fields = {
-        "delivery_id": delivery_id,
-        "endpoint_id": target.endpoint_id,
-        "step": step,
-        "status_code": result.status_code,
-        "duration_ms": result.duration_ms,
-        "delivery_status": status,
-    }
-    if schedule.classify(result.status_code) is schedule.Outcome.SUCCEEDED:
-        log.info("webhook.delivered", **fields)
-    else:
-        log.info("webhook.failed", error=result.error, **fields)
-    return status
 
 
 async def attempt(

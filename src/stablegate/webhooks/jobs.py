@@ -1,33 +1,12 @@
-"""Webhook background work: one job per delivery attempt (queue "webhooks")."""
+"""Webhook background work in the worker process. Deliveries are not procrastinate jobs:
+`run_worker` runs the dispatcher (dispatch.py) beside procrastinate's worker whenever it
+serves this queue name (design 0005, "Dispatch")."""
 
 from __future__ import annotations
 
-import procrastinate
-
-from stablegate.config import Settings, get_settings
-
-tasks = procrastinate.Blueprint()
 QUEUE = "webhooks"
 
 
-class _Configured:
-    settings: Settings | None = None
-
-
-def configure(settings: Settings) -> None:
-    """The worker's settings (timeouts, schedule scale); unset, the environment's."""
-    _Configured.settings = settings
-
-
-def settings() -> Settings:
-    return _Configured.settings or get_settings()
-
-
-@tasks.task(name="webhooks.deliver", queue=QUEUE, pass_context=False)
-async def deliver(delivery_id: str, step: int | None = None) -> str:
-    """Attempt a delivery: `step` is its place in the retry schedule (None: a manual
-    redelivery). Records the attempt and the next job in one transaction."""
-    # Imported here: delivery imports the service, which imports this module's task.
-    from stablegate.webhooks.delivery import run
-
-    return await run(delivery_id, step, settings())
+def serves_webhooks(queues: list[str] | None) -> bool:
+    """Whether a worker given these queues (None: all) delivers webhooks."""
+    return queues is None or QUEUE in queues

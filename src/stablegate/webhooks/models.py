@@ -1,4 +1,4 @@
-"""Webhook tables (migration 0006). Written as SQL by hand; mapped here so that the
+"""Webhook tables (migrations 0006, 0009). Written as SQL by hand; mapped here so that the
 migration test compares them, and read and written by SQL in repository.py."""
 
 from __future__ import annotations
@@ -80,6 +80,20 @@ class WebhookDelivery(Base):
         UniqueConstraint("endpoint_id", "event_id"),
         Index("ix_webhook_deliveries_endpoint_log", "endpoint_id", "id"),
         Index("ix_webhook_deliveries_event_id", "event_id"),
+        # The dispatcher's due queue and lease count (migration 0009).
+        Index("ix_webhook_deliveries_due", "next_attempt_at", postgresql_where=text("next_attempt_at IS NOT NULL")),
+        Index(
+            "ix_webhook_deliveries_endpoint_due",
+            "endpoint_id",
+            "next_attempt_at",
+            postgresql_where=text("next_attempt_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_webhook_deliveries_manual",
+            "manual_requested_at",
+            postgresql_where=text("manual_requested_at IS NOT NULL"),
+        ),
+        Index("ix_webhook_deliveries_leased", "endpoint_id", postgresql_where=text("leased_until IS NOT NULL")),
     )
 
     id: Mapped[str] = mapped_column(Text, primary_key=True)
@@ -92,6 +106,8 @@ class WebhookDelivery(Base):
     last_status_code: Mapped[int | None] = mapped_column(SmallInteger)
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    leased_until: Mapped[dt.datetime | None] = mapped_column()
+    manual_requested_at: Mapped[dt.datetime | None] = mapped_column()
 
 
 class WebhookAttempt(Base):

@@ -4,6 +4,7 @@ scoped by (merchant_id, mode); the delivery path addresses rows by id."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,14 +12,20 @@ import asyncpg
 from sqlalchemy import ARRAY, Row, Text, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from stablegate.db import driver_fetchrow
+from stablegate.db import driver_connection
 from stablegate.kit import pagination
 from stablegate.kit.pagination import Page, PageRequest
+from stablegate.observability import tracing
 from stablegate.webhooks.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+
+# Sleeping dispatchers LISTEN here; a NOTIFY is delivered at commit (none on rollback), and
+# PostgreSQL folds a transaction's identical notifications into one.
+NOTIFY_CHANNEL = "stablegate_webhooks"
 
 # One statement records the event and fans it out: the CTE's insert and the deliveries'
 # foreign key to it are checked at the end of the statement, when both rows exist. The
 # caller brings one msg_ id per possible endpoint (an account has at most MAX_ENDPOINTS).
+# The deliveries are due now, and the dispatchers are woken (once per transaction).
 _EMIT = text(
     """
     WITH event AS (
@@ -32,7 +39,7 @@ _EMIT = text(
     )
     INSERT INTO webhook_deliveries (id, endpoint_id, event_id, next_attempt_at)
     SELECT (CAST(:msg_ids AS text[]))[n], id, :event_id, now() FROM matching
-    RETURNING id, endpoint_id
+    RETURNING id, endpoint_id, pg_notify('stablegate_webhooks', '') IS NULL
     """
 ).bindparams(bindparam("msg_ids", type_=ARRAY(Text)))
 
@@ -169,66 +176,175 @@ async def mark_healthy(session: AsyncSession, endpoint_id: str) -> None:
 
 
 # --- the delivery path -------------------------------------------------------------------
+#
+# webhook_deliveries is the queue (design 0005, "Dispatch"): a delivery is due when it is
+# pending and its next_attempt_at has come, or a manual attempt was requested; a
+# dispatcher claims due rows by leasing them (leased_until) and clears the lease when it
+# records the attempt. A lease that passed (its worker died) makes the row claimable again.
 
-# Everything one attempt needs in one round trip, sent on the driver connection before
-# any transaction (a read needs none: one statement, not three). The body comes back as
-# jsonb's text form; the caller re-serialises it canonically (the same bytes every time).
-_TARGET_SQL = """
-    SELECT d.id, d.status, d.schedule_step, d.endpoint_id, e.mode, e.url,
-           e.status AS endpoint_status, e.deleted_at IS NOT NULL AS endpoint_deleted,
-           e.failing_since, ev.data::text AS event_json,
-           ARRAY(SELECT s.secret FROM webhook_endpoint_secrets s
-                 WHERE s.endpoint_id = e.id AND (s.not_after IS NULL OR s.not_after > now())
-                 ORDER BY s.id DESC) AS secrets
-    FROM webhook_deliveries d
-    JOIN webhook_endpoints e ON e.id = d.endpoint_id
-    JOIN events ev ON ev.id = d.event_id
-    WHERE d.id = $1
+# Claims are serialised across all dispatchers by this transaction-scoped lock: the claim
+# statement's snapshot is taken after it, so it sees every lease committed before, and the
+# per-endpoint count of live leases is exact. One claim is a batch, so this costs per
+# batch, not per delivery. (A plpgsql function doing both in one round trip was measured
+# slower: its cached generic plan loses more than the two round trips it saves.)
+_CLAIM_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended('webhook_deliveries:claim', 0))"
+
+# What a claimed delivery's attempt needs (`c` is the claimed row's source: its previous
+# lease says whether this claim follows an expired one).
+_CLAIMED_FIELDS = """
+    d.id, d.status, d.schedule_step, d.manual_requested_at, d.endpoint_id,
+    c.lease_before IS NOT NULL AS lease_expired,
+    e.mode, e.url, e.status AS endpoint_status, e.deleted_at IS NOT NULL AS endpoint_deleted,
+    e.failing_since, ev.data::text AS event_json,
+    ARRAY(SELECT s.secret FROM webhook_endpoint_secrets s
+          WHERE s.endpoint_id = e.id AND (s.not_after IS NULL OR s.not_after > now())
+          ORDER BY s.id DESC) AS secrets
 """
 
+# $1 batch size, $2 per-endpoint bound, $3 lease seconds, $4 candidates scanned per source.
+# A delivery has next_attempt_at exactly while it is pending (CHECK pending_has_next), so
+# `next_attempt_at <= now()` is "pending and due": the due index's predicate is the column
+# itself, and the planner reads it in order even before the table has statistics.
+# Endpoints already at their bound are skipped before the scan (so a backlog of one busy
+# endpoint cannot hide the others' due rows); among the candidates, each endpoint gets at
+# most bound − live leases, earliest due first. RETURNING carries everything an attempt
+# needs, so no per-delivery read follows.
+_CLAIM_SQL = (
+    """
+    WITH saturated AS (
+        SELECT endpoint_id FROM webhook_deliveries
+        WHERE leased_until IS NOT NULL AND leased_until > now() GROUP BY endpoint_id HAVING count(*) >= $2
+    ), candidates AS (
+        (SELECT id FROM webhook_deliveries
+         WHERE next_attempt_at <= now()
+           AND (leased_until IS NULL OR leased_until <= now())
+           AND endpoint_id NOT IN (SELECT endpoint_id FROM saturated)
+         ORDER BY next_attempt_at LIMIT $4)
+        UNION
+        (SELECT id FROM webhook_deliveries
+         WHERE manual_requested_at IS NOT NULL
+           AND (leased_until IS NULL OR leased_until <= now())
+           AND endpoint_id NOT IN (SELECT endpoint_id FROM saturated)
+         ORDER BY manual_requested_at LIMIT $4)
+    ), locked AS (
+        SELECT d.id, d.endpoint_id, d.leased_until AS lease_before,
+               coalesce(d.manual_requested_at, d.next_attempt_at) AS due_at
+        FROM webhook_deliveries d
+        WHERE d.id = ANY (ARRAY(SELECT id FROM candidates))
+          AND (d.leased_until IS NULL OR d.leased_until <= now())
+          AND (d.next_attempt_at <= now() OR d.manual_requested_at IS NOT NULL)
+        FOR UPDATE SKIP LOCKED
+    ), ranked AS (
+        SELECT l.id, l.lease_before, l.due_at,
+               row_number() OVER (PARTITION BY l.endpoint_id ORDER BY l.due_at, l.id)
+               + (SELECT count(*) FROM webhook_deliveries x
+                  WHERE x.endpoint_id = l.endpoint_id AND x.leased_until IS NOT NULL
+                    AND x.leased_until > now()) AS slot
+        FROM locked l
+    ), chosen AS (
+        SELECT id, lease_before FROM ranked WHERE slot <= $2 ORDER BY due_at, id LIMIT $1
+    )
+    UPDATE webhook_deliveries d SET leased_until = now() + make_interval(secs => $3)
+    FROM chosen c, webhook_endpoints e, events ev
+    WHERE d.id = c.id AND e.id = d.endpoint_id AND ev.id = d.event_id
+    RETURNING """
+    + _CLAIMED_FIELDS
+)
+CLAIM_SCAN_FACTOR = 4
 
-async def delivery_target(session: AsyncSession, delivery_id: str) -> asyncpg.Record | None:
-    row: asyncpg.Record | None = await driver_fetchrow(session, _TARGET_SQL, delivery_id, outside_transaction=True)
-    return row
+
+async def claim(session: AsyncSession, limit: int, endpoint_bound: int, lease_s: float) -> list[asyncpg.Record]:
+    """Lease up to `limit` due deliveries (at most `endpoint_bound` leases live per endpoint,
+    across all dispatchers) and return what their attempts need. Its own short transaction
+    on the session's driver connection: call it on a fresh session."""
+    assert 1 <= limit <= 1000 and endpoint_bound >= 1 and lease_s > 0
+    driver = await driver_connection(session)
+    assert not driver.is_in_transaction()
+    with tracing.sql_span(_CLAIM_SQL):
+        async with driver.transaction():
+            await driver.execute(_CLAIM_LOCK_SQL)
+            rows: list[asyncpg.Record] = await driver.fetch(
+                _CLAIM_SQL, limit, endpoint_bound, lease_s, limit * CLAIM_SCAN_FACTOR
+            )
+    assert len(rows) <= limit
+    return rows
 
 
-# A successful attempt of an endpoint that was not failing changes nothing but its
-# delivery: one statement (atomic on its own, so sent outside a transaction) records the
-# attempt and settles the delivery, and says what the status was before.
-_RECORD_SUCCESS_SQL = """
-    WITH before AS (
-        SELECT id, status, schedule_step FROM webhook_deliveries WHERE id = $1 FOR UPDATE
+# Plain successes (an endpoint that was not failing) change nothing but their deliveries:
+# one statement (atomic on its own, so sent outside a transaction) records a whole batch of
+# attempts, settles the deliveries, clears their leases and says each one's status before.
+# Only an attempt of the current schedule step moves the schedule (-1: a manual attempt);
+# a manual request is cleared only if it is the one this attempt served.
+#
+# Lease hand-off: the same statement leases, for each endpoint, up to as many of its next
+# due deliveries as it released here (at most $8 in all, for $9 s). An endpoint's count
+# of live leases cannot grow this way, so its bound holds without the claim lock, and a
+# busy endpoint's freed slot goes straight to its next delivery instead of waiting for a
+# claim. The caller keeps $8 below its free slots so claims in due order always have one.
+_RECORD_SUCCESSES_SQL = (
+    """
+    WITH input AS (
+        SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::timestamptz[], $5::int[], $6::text[],
+                             $7::timestamptz[])
+            AS i(id, step, status_code, at, duration_ms, excerpt, manual_requested_at)
+    ), before AS (
+        SELECT d.id, d.status, d.schedule_step FROM webhook_deliveries d
+        WHERE d.id IN (SELECT id FROM input) ORDER BY d.id FOR UPDATE
     ), settled AS (
         UPDATE webhook_deliveries d SET attempts = d.attempts + 1, status = 'succeeded', next_attempt_at = NULL,
-            last_status_code = $3, updated_at = now(),
-            schedule_step = CASE WHEN b.status = 'pending' AND b.schedule_step = $2 THEN $2 + 1
-                                 ELSE b.schedule_step END
-        FROM before b WHERE d.id = b.id
-        RETURNING d.attempts, b.status AS status_before
+            last_status_code = i.status_code, updated_at = now(), leased_until = NULL,
+            schedule_step = CASE WHEN b.status = 'pending' AND b.schedule_step = i.step THEN i.step + 1
+                                 ELSE b.schedule_step END,
+            manual_requested_at = CASE WHEN d.manual_requested_at IS NOT DISTINCT FROM i.manual_requested_at
+                                       THEN NULL ELSE d.manual_requested_at END
+        FROM before b JOIN input i ON i.id = b.id WHERE d.id = b.id
+        RETURNING d.id, d.attempts, d.endpoint_id, b.status AS status_before
     ), logged AS (
         INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, duration_ms, error, response_excerpt)
-        SELECT $1, attempts, $4, $3, $5, NULL, $6 FROM settled
+        SELECT s.id, s.attempts, i.at, i.status_code, i.duration_ms, NULL, i.excerpt
+        FROM settled s JOIN input i ON i.id = s.id
+    ), freed AS (
+        SELECT endpoint_id, count(*) AS n FROM settled GROUP BY endpoint_id
+    ), handoff AS (
+        SELECT nx.id, nx.lease_before FROM freed f CROSS JOIN LATERAL (
+            SELECT d.id, d.leased_until AS lease_before FROM webhook_deliveries d
+            WHERE d.endpoint_id = f.endpoint_id AND d.next_attempt_at <= now()
+              AND (d.leased_until IS NULL OR d.leased_until <= now())
+            ORDER BY d.next_attempt_at LIMIT f.n
+            FOR UPDATE SKIP LOCKED
+        ) nx
+        LIMIT $8
+    ), leased AS (
+        UPDATE webhook_deliveries d SET leased_until = now() + make_interval(secs => $9)
+        FROM handoff c, webhook_endpoints e, events ev
+        WHERE d.id = c.id AND e.id = d.endpoint_id AND ev.id = d.event_id
+        RETURNING """
+    + _CLAIMED_FIELDS
+    + """
     )
-    SELECT status_before FROM settled
+    SELECT (SELECT json_object_agg(id, status_before) FROM settled)::text AS settled_before, l.*
+    FROM (SELECT 1) AS one LEFT JOIN leased l ON true
 """
+)
+MAX_RECORD_BATCH = 1000
 
 
-async def record_success(session: AsyncSession, values: dict[str, Any]) -> str:
-    """The delivery's status before this attempt."""
-    status: str = (
-        await driver_fetchrow(
-            session,
-            _RECORD_SUCCESS_SQL,
-            values["delivery_id"],
-            values["step"],
-            values["status_code"],
-            values["at"],
-            values["duration_ms"],
-            values["response_excerpt"],
-            outside_transaction=True,
+async def record_successes(
+    session: AsyncSession, values: Sequence[dict[str, Any]], handoff_max: int = 0, lease_s: float = 60.0
+) -> tuple[dict[str, str], list[asyncpg.Record]]:
+    """Each delivery's status before its attempt, and the deliveries handed off to the
+    caller (leased, with claim's fields; see _RECORD_SUCCESSES_SQL)."""
+    assert 1 <= len(values) <= MAX_RECORD_BATCH and 0 <= handoff_max <= 1000 and lease_s > 0
+    assert len({v["delivery_id"] for v in values}) == len(values), "one attempt per delivery and batch"
+    driver = await driver_connection(session)
+    assert not driver.is_in_transaction(), "must run before the session's transaction begins"
+    columns = ("delivery_id", "step", "status_code", "at", "duration_ms", "response_excerpt", "manual_requested_at")
+    with tracing.sql_span(_RECORD_SUCCESSES_SQL):
+        rows = await driver.fetch(
+            _RECORD_SUCCESSES_SQL, *([v[c] for v in values] for c in columns), handoff_max, lease_s
         )
-    )["status_before"]
-    return status
+    before: dict[str, str] = json.loads(rows[0]["settled_before"] or "{}")
+    return before, [row for row in rows if row["id"] is not None]
 
 
 _LOCK_DELIVERY = text(
@@ -246,10 +362,15 @@ _INSERT_ATTEMPT = text(
     VALUES (:delivery_id, :attempt, :at, :status_code, :duration_ms, :error, :response_excerpt)
     """
 )
+# Also releases the lease, and clears the manual request if it is the one this attempt
+# served (None: a scheduled attempt, which leaves a request made meanwhile in place).
 _UPDATE_DELIVERY = text(
     """
     UPDATE webhook_deliveries SET attempts = :attempts, status = :status, schedule_step = :schedule_step,
-        next_attempt_at = :next_attempt_at, last_status_code = :last_status_code, updated_at = now()
+        next_attempt_at = :next_attempt_at, last_status_code = :last_status_code, updated_at = now(),
+        leased_until = NULL,
+        manual_requested_at = CASE WHEN manual_requested_at IS NOT DISTINCT FROM :manual_requested_at
+                                   THEN NULL ELSE manual_requested_at END
     WHERE id = :id
     """
 )
@@ -263,26 +384,53 @@ async def update_delivery(session: AsyncSession, values: dict[str, Any]) -> None
     await session.execute(_UPDATE_DELIVERY, values)
 
 
+_REQUEST_MANUAL = text(
+    "UPDATE webhook_deliveries SET manual_requested_at = now(), updated_at = now() WHERE id = :id"
+    " RETURNING pg_notify('stablegate_webhooks', '') IS NULL"
+)
+
+
+async def request_manual(session: AsyncSession, delivery_id: str) -> None:
+    """Make one manual attempt due now (a request already waiting is the same request)
+    and wake the dispatchers at commit."""
+    (await session.execute(_REQUEST_MANUAL, {"id": delivery_id})).one()
+
+
+_RELEASE_LEASES = text(
+    "UPDATE webhook_deliveries SET leased_until = NULL WHERE id = ANY(:ids) AND leased_until IS NOT NULL"
+).bindparams(bindparam("ids", type_=ARRAY(Text)))
+
+
+async def release_leases(session: AsyncSession, delivery_ids: Sequence[str]) -> None:
+    """A stopping dispatcher gives back what it leased and did not record: due again now.
+    (An attempt may have reached the receiver: it deduplicates by webhook-id.)"""
+    await session.execute(_RELEASE_LEASES, {"ids": list(delivery_ids)})
+
+
 _ABANDON_PENDING = text(
-    "UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, updated_at = now()"
-    " WHERE endpoint_id = :endpoint_id AND status = 'pending'"
+    "UPDATE webhook_deliveries SET status = CASE WHEN status = 'pending' THEN 'failed' ELSE status END,"
+    " next_attempt_at = NULL, manual_requested_at = NULL, updated_at = now()"
+    " WHERE endpoint_id = :endpoint_id AND (status = 'pending' OR manual_requested_at IS NOT NULL)"
 )
 
 
 async def abandon_pending(session: AsyncSession, endpoint_id: str) -> int:
-    """Fail every pending delivery of an endpoint that stops receiving (their scheduled
-    jobs then find nothing to do). Bounded by what one endpoint accrues in a schedule."""
+    """Fail every pending delivery of an endpoint that stops receiving and drop its manual
+    requests: nothing of it is due any more. Bounded by what one endpoint accrues in a
+    schedule. An attempt already in flight still records its outcome."""
     result = await session.execute(_ABANDON_PENDING, {"endpoint_id": endpoint_id})
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 _GIVE_UP = text(
-    "UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, updated_at = now()"
-    " WHERE id = :id AND status = 'pending'"
+    "UPDATE webhook_deliveries SET status = CASE WHEN status = 'pending' THEN 'failed' ELSE status END,"
+    " next_attempt_at = NULL, manual_requested_at = NULL, leased_until = NULL, updated_at = now()"
+    " WHERE id = :id RETURNING status"
 )
 
 
 async def give_up(session: AsyncSession, delivery_id: str) -> None:
+    """A claimed delivery whose endpoint was disabled or deleted since: nothing is due."""
     await session.execute(_GIVE_UP, {"id": delivery_id})
 
 

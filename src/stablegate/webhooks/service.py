@@ -9,7 +9,6 @@ import datetime as dt
 import json
 import random
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,13 +18,12 @@ from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stablegate.errors import InvalidRequest, NotFound
-from stablegate.jobs import outbox
 from stablegate.kit import ssrf
 from stablegate.kit.ids import new_id, new_ids
 from stablegate.kit.pagination import Page, PageRequest
 from stablegate.merchants.service import MODES, Principal
 from stablegate.observability import metrics
-from stablegate.webhooks import jobs, repository, schedule, signing
+from stablegate.webhooks import repository, schedule, signing
 from stablegate.webhooks.models import Event, WebhookAttempt, WebhookDelivery
 from stablegate.webhooks.schemas import (
     EVENT_TYPES,
@@ -46,12 +44,6 @@ MAX_ENDPOINTS = 16
 MAX_ATTEMPTS_PER_DELIVERY = 50
 ATTEMPTS_SHOWN = 20
 DNS_TIMEOUT_S = 5.0
-# Retries are scheduled jobs that share their endpoint's procrastinate lock. procrastinate
-# runs a lock's jobs in (priority desc, id) order, due or not: a retry due in ten hours
-# would hold back every later job of its lock. A retry's priority is therefore minus its
-# due time (seconds since this epoch), so among a lock's jobs the one due first goes
-# first, and new deliveries (priority 0) never wait behind a retry.
-PRIORITY_EPOCH = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 DISABLED_GONE = "gone"  # the receiver answered 410
 DISABLED_FAILING = "failing"  # every attempt failed for DISABLE_AFTER_FAILING_S
 DISABLED_REQUESTED = "requested"  # the merchant disabled it
@@ -71,8 +63,9 @@ async def emit(
 ) -> str:
     """Record an event (evt_…) in the caller's transaction and fan it out: one
     webhook_deliveries row per enabled endpoint of (merchant, mode) whose event_types match
-    (or are empty), plus one procrastinate job per delivery via jobs.outbox.enqueue — all
-    in the caller's transaction, so an event and its deliveries commit or vanish together.
+    (or are empty), due now, and a NOTIFY that wakes the dispatchers at commit — one
+    statement in the caller's transaction, so an event and its deliveries commit or vanish
+    together (the table is the outbox: a rolled-back emit leaves nothing to deliver).
     Returns the event id. `data` is the object snapshot (e.g. the payment as the API
     renders it)."""
     assert mode in MODES, mode
@@ -96,37 +89,8 @@ async def emit(
     }
     msg_ids = new_ids(DELIVERY_PREFIX, MAX_ENDPOINTS)
     deliveries = await repository.insert_event_and_deliveries(session, values, msg_ids)
-    for delivery_id, endpoint_id in deliveries:
-        await _enqueue_attempt(session, delivery_id, endpoint_id, step=0)
     log.info("webhook.event", event_id=event_id, type=type, deliveries=len(deliveries))
     return event_id
-
-
-def lock_for(endpoint_id: str, delivery_id: str, stripes: int) -> str:
-    """The procrastinate lock of a delivery's jobs: one of `stripes` per endpoint, so at
-    most that many attempts to one endpoint run at once across all workers."""
-    assert stripes >= 1
-    return f"webhook:{endpoint_id}:{zlib.crc32(delivery_id.encode()) % stripes}"
-
-
-async def _enqueue_attempt(
-    session: AsyncSession,
-    delivery_id: str,
-    endpoint_id: str,
-    *,
-    step: int | None,
-    scheduled_at: dt.datetime | None = None,
-) -> None:
-    priority = 0 if scheduled_at is None else -int((scheduled_at - PRIORITY_EPOCH).total_seconds())
-    await outbox.enqueue(
-        session,
-        jobs.deliver,
-        lock=lock_for(endpoint_id, delivery_id, jobs.settings().webhook_endpoint_concurrency),
-        scheduled_at=scheduled_at,
-        priority=priority,
-        delivery_id=delivery_id,
-        step=step,
-    )
 
 
 async def get_event(session: AsyncSession, principal: Principal, event_id: str) -> Event:
@@ -278,7 +242,8 @@ async def list_deliveries(
 
 
 async def redeliver(session: AsyncSession, principal: Principal, endpoint_id: str, delivery_id: str) -> DeliveryView:
-    """Schedule one manual attempt now (it never schedules retries of its own)."""
+    """Make one manual attempt due now (it never schedules retries of its own, and a
+    request still waiting is the same request)."""
     endpoint = await get_endpoint(session, principal, endpoint_id)
     found = await repository.get_delivery(session, endpoint_id, delivery_id)
     if found is None:
@@ -292,7 +257,7 @@ async def redeliver(session: AsyncSession, principal: Principal, endpoint_id: st
             param="msg_id",
             code="limit_exceeded",
         )
-    await _enqueue_attempt(session, delivery_id, endpoint_id, step=None)
+    await repository.request_manual(session, delivery_id)
     attempts = await repository.attempts_of(session, [delivery_id], ATTEMPTS_SHOWN)
     return DeliveryView(delivery, event_type, attempts[delivery_id])
 
@@ -302,7 +267,7 @@ async def redeliver(session: AsyncSession, principal: Principal, endpoint_id: st
 
 @dataclass(frozen=True)
 class Target:
-    """What one attempt sends, read before the HTTP call (no transaction held across it)."""
+    """What one attempt sends, as its claim returned it (no transaction held across it)."""
 
     delivery_id: str
     endpoint_id: str
@@ -311,6 +276,17 @@ class Target:
     body: bytes
     secrets: tuple[str, ...]
     failing: bool  # the endpoint's current run of failures has begun
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A leased delivery and which attempt it is: `step` is its place in the schedule
+    (None: the manual attempt requested at `manual_requested_at`)."""
+
+    target: Target
+    step: int | None
+    manual_requested_at: dt.datetime | None
+    lease_expired: bool  # claimed again after another worker's lease ran out
 
 
 @dataclass(frozen=True)
@@ -323,48 +299,101 @@ class AttemptResult:
     retry_after_s: float | None
 
 
-async def load_target(session: AsyncSession, delivery_id: str, step: int | None) -> Target | None:
-    """The attempt to make, or None when there is none: the delivery is settled, another
-    job already made this step, or its endpoint was disabled or deleted since."""
-    row = await repository.delivery_target(session, delivery_id)
-    if row is None:
-        log.warning("webhook.missing_delivery", delivery_id=delivery_id)
-        return None
-    if step is not None and (row["status"] != "pending" or row["schedule_step"] != step):
-        return None
-    if row["endpoint_deleted"] or row["endpoint_status"] != "enabled":
-        await repository.give_up(session, delivery_id)
-        if row["status"] == "pending":
-            metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
-            log.info("webhook.abandoned", delivery_id=delivery_id, endpoint_id=row["endpoint_id"])
-        return None
-    assert row["secrets"], "an endpoint always has a secret in force"
-    return Target(
-        delivery_id=delivery_id,
-        endpoint_id=row["endpoint_id"],
-        mode=row["mode"],
-        url=row["url"],
-        body=canonical_json(json.loads(row["event_json"])),
-        secrets=tuple(row["secrets"]),
-        failing=row["failing_since"] is not None,
+async def claim(session: AsyncSession, limit: int, endpoint_bound: int, lease_s: float) -> list[Claim]:
+    """Lease up to `limit` due deliveries. A claimed delivery whose endpoint was disabled
+    or deleted since is given up here (it has nothing to send). A manual request goes
+    before a due scheduled attempt; the scheduled one is the next claim's."""
+    return await _claims(session, await repository.claim(session, limit, endpoint_bound, lease_s))
+
+
+async def _claims(session: AsyncSession, rows: Sequence[Any]) -> list[Claim]:
+    """Leased rows (claim's fields) as attempts to make; a delivery whose endpoint was
+    disabled or deleted since is given up instead (it has nothing to send)."""
+    claims: list[Claim] = []
+    for row in rows:
+        if row["endpoint_deleted"] or row["endpoint_status"] != "enabled":
+            await repository.give_up(session, row["id"])
+            if row["status"] == "pending":
+                metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
+                log.info("webhook.abandoned", delivery_id=row["id"], endpoint_id=row["endpoint_id"])
+            continue
+        assert row["secrets"], "an endpoint always has a secret in force"
+        manual = row["manual_requested_at"]
+        assert manual is not None or row["status"] == "pending", "claimed but not due"
+        target = Target(
+            delivery_id=row["id"],
+            endpoint_id=row["endpoint_id"],
+            mode=row["mode"],
+            url=row["url"],
+            body=canonical_json(json.loads(row["event_json"])),
+            secrets=tuple(row["secrets"]),
+            failing=row["failing_since"] is not None,
+        )
+        step = None if manual is not None else int(row["schedule_step"])
+        claims.append(Claim(target, step, manual, bool(row["lease_expired"])))
+    return claims
+
+
+def is_plain_success(claim: Claim, result: AttemptResult) -> bool:
+    """A success that changes nothing but its delivery (see record_successes)."""
+    return schedule.classify(result.status_code) is schedule.Outcome.SUCCEEDED and not claim.target.failing
+
+
+async def record_successes(
+    session: AsyncSession,
+    done: Sequence[tuple[Claim, AttemptResult]],
+    *,
+    handoff_max: int = 0,
+    lease_s: float = 60.0,
+) -> list[Claim]:
+    """Plain successes in one statement (repository.record_successes), sent outside any
+    transaction: log each attempt, settle each delivery, release each lease — and lease
+    up to `handoff_max` next due deliveries of the same endpoints (no more per endpoint
+    than it released), returned as claims to attempt."""
+    assert all(is_plain_success(c, r) for c, r in done)
+    before, handed = await repository.record_successes(
+        session,
+        [
+            {
+                "delivery_id": c.target.delivery_id,
+                # -1 never matches: a manual attempt does not move the schedule.
+                "step": c.step if c.step is not None else -1,
+                "status_code": r.status_code,
+                "at": r.started_at,
+                "duration_ms": r.duration_ms,
+                "response_excerpt": r.response_excerpt,
+                "manual_requested_at": c.manual_requested_at,
+            }
+            for c, r in done
+        ],
+        handoff_max,
+        lease_s,
     )
+    assert len(before) == len(done), "a leased delivery vanished"
+    assert len(handed) <= handoff_max
+    settled = sum(1 for status in before.values() if status != "succeeded")
+    if settled:
+        metrics.WEBHOOK_DELIVERIES.labels("succeeded").inc(settled)
+    return await _claims(session, handed) if handed else []
 
 
 async def record_attempt(
     session: AsyncSession,
-    target: Target,
-    step: int | None,
+    claim: Claim,
     result: AttemptResult,
     *,
     scale: float,
     rand: Callable[[], float] = random.random,
 ) -> str:
-    """Log the attempt and decide what follows: success, the next attempt (exactly one
-    job, written here), or giving up; keep the endpoint's health. Returns the delivery's
-    status afterwards. Call it on a fresh session: the common case (a success) is one
-    self-contained statement sent before any transaction begins."""
-    if schedule.classify(result.status_code) is schedule.Outcome.SUCCEEDED and not target.failing:
-        return await _record_plain_success(session, target, step, result)
+    """Log the attempt and decide what follows: success, the next attempt (its due time,
+    written here), or giving up; keep the endpoint's health; release the lease. Returns
+    the delivery's status afterwards. Call it on a fresh session: a plain success is one
+    self-contained statement sent before any transaction begins (batched by the
+    dispatcher through record_successes)."""
+    target, step = claim.target, claim.step
+    if is_plain_success(claim, result):
+        await record_successes(session, [(claim, result)])
+        return "succeeded"
     row = await repository.lock_delivery(session, target.delivery_id)
     attempt = row.attempts + 1
     await repository.insert_attempt(
@@ -382,8 +411,8 @@ async def record_attempt(
     now = result.started_at + dt.timedelta(milliseconds=result.duration_ms)
     outcome = schedule.classify(result.status_code)
     stopped = await _keep_health(session, target, outcome, now, scale)
-    # Only the job of the current schedule step moves the schedule (a manual attempt or
-    # a re-run job does not fork it).
+    # Only the attempt of the current schedule step moves the schedule (a manual attempt,
+    # or a second attempt of a step after its lease expired, does not fork it).
     current = step is not None and row.status == "pending" and row.schedule_step == step
     status, next_at = row.status, row.next_attempt_at
     if outcome is schedule.Outcome.SUCCEEDED:
@@ -397,7 +426,6 @@ async def record_attempt(
             status, next_at = "failed", None
         else:
             next_at = now + dt.timedelta(seconds=delay_s * scale)
-            await _enqueue_attempt(session, target.delivery_id, target.endpoint_id, step=step + 1, scheduled_at=next_at)
     await repository.update_delivery(
         session,
         {
@@ -407,30 +435,12 @@ async def record_attempt(
             "schedule_step": step + 1 if current and step is not None else row.schedule_step,
             "next_attempt_at": next_at,
             "last_status_code": result.status_code,
+            "manual_requested_at": claim.manual_requested_at,
         },
     )
     if status != row.status:
         metrics.WEBHOOK_DELIVERIES.labels(status).inc()
     return str(status)
-
-
-async def _record_plain_success(session: AsyncSession, target: Target, step: int | None, result: AttemptResult) -> str:
-    """The common case in one statement (see repository.record_success)."""
-    before = await repository.record_success(
-        session,
-        {
-            "delivery_id": target.delivery_id,
-            # -1 never matches: a manual attempt does not move the schedule.
-            "step": step if step is not None else -1,
-            "status_code": result.status_code,
-            "at": result.started_at,
-            "duration_ms": result.duration_ms,
-            "response_excerpt": result.response_excerpt,
-        },
-    )
-    if before != "succeeded":
-        metrics.WEBHOOK_DELIVERIES.labels("succeeded").inc()
-    return "succeeded"
 
 
 async def _keep_health(
