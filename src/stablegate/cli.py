@@ -110,6 +110,26 @@ def worker(concurrency: Annotated[int, typer.Option(help="Jobs run at once.")] =
     run_worker_blocking(libpq_url(settings), settings, concurrency)
 
 
+def _chain_process(names: list[str] | None) -> tuple[Settings, list[Any], str]:
+    """Settings, the configured chains (only `names`, if given) and the migrated database's
+    URL for a process that works on chains (watcher, sender); exits 2 on a bad chain set-up."""
+    from stablegate.chains import registry
+
+    settings = get_settings()
+    obs_logging.configure(settings.log_level, settings.log_format)
+    try:
+        chains = [c for c in registry.configured() if not names or c.name in names]
+    except ValueError as exc:
+        console.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from None
+    if not chains:
+        console.print("[red]error[/red]: no chain configured (set STABLEGATE_CHAINS, see docs/design/0003)")
+        raise typer.Exit(2)
+    url = libpq_url(settings)
+    migrations.upgrade(url)
+    return settings, chains, url
+
+
 @app.command()
 def watcher(
     chain: Annotated[
@@ -121,21 +141,9 @@ def watcher(
     STABLEGATE_CHAINS_FILE); one leader per chain across processes."""
     import stablegate.payments.receipts  # registers its chain-event subscriber
     import stablegate.rails.service  # noqa: F401 (registers its chain-event subscriber)
-    from stablegate.chains import registry
     from stablegate.chains.watcher import run
 
-    settings = get_settings()
-    obs_logging.configure(settings.log_level, settings.log_format)
-    try:
-        chains = [c for c in registry.configured() if not chain or c.name in chain]
-    except ValueError as exc:
-        console.print(f"[red]error[/red]: {exc}")
-        raise typer.Exit(2) from None
-    if not chains:
-        console.print("[red]error[/red]: no chain configured (set STABLEGATE_CHAINS, see docs/design/0003)")
-        raise typer.Exit(2)
-    url = libpq_url(settings)
-    migrations.upgrade(url)
+    settings, chains, url = _chain_process(chain)
     asyncio.run(run(url, settings, chains, metrics_port or None))
 
 
@@ -149,21 +157,9 @@ def sender(
     """Run the hot-wallet transaction manager: sign, send, replace and confirm payouts,
     refunds, settlement batches and sweeps (keys: STABLEGATE_KEYSTORE_DIR with
     STABLEGATE_KEYSTORE_PASSPHRASE, or STABLEGATE_KMS_KEY_IDS); one leader per signer."""
-    from stablegate.chains import registry
     from stablegate.settlement.sender import run
 
-    settings = get_settings()
-    obs_logging.configure(settings.log_level, settings.log_format)
-    try:
-        chains = [c for c in registry.configured() if not chain or c.name in chain]
-    except ValueError as exc:
-        console.print(f"[red]error[/red]: {exc}")
-        raise typer.Exit(2) from None
-    if not chains:
-        console.print("[red]error[/red]: no chain configured (set STABLEGATE_CHAINS, see docs/design/0003)")
-        raise typer.Exit(2)
-    url = libpq_url(settings)
-    migrations.upgrade(url)
+    settings, chains, url = _chain_process(chain)
     asyncio.run(run(url, settings, chains, metrics_port or None))
 
 

@@ -141,8 +141,3 @@ async def availables(session: AsyncSession, keys: Sequence[tuple[str, str, str]]
     """Available balances of many (merchant, mode, asset), in two round trips."""
     accounts = await chart.merchant_accounts(session, [(m, mode, "available", asset) for m, mode, asset in keys])
     return [ledger.balance_of(a).credit_balance_available for a in accounts]
-
-
-async def available(session: AsyncSession, merchant_id: str, mode: str, asset: str) -> int:
-    account = await chart.merchant_account(session, merchant_id, mode, "available", asset)
-    return (await ledger.balance(session, account.id)).credit_balance_available
