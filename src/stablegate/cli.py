@@ -19,6 +19,7 @@ from stablegate import migrations
 from stablegate.config import Settings, get_settings
 from stablegate.db import Database, libpq_url
 from stablegate.errors import StablegateError
+from stablegate.kit.runtime import freeze_startup_heap
 from stablegate.merchants import service as merchants
 from stablegate.observability import logging as obs_logging
 
@@ -107,6 +108,7 @@ def worker(concurrency: Annotated[int, typer.Option(help="Jobs run at once.")] =
 
     settings = get_settings()
     obs_logging.configure(settings.log_level, settings.log_format)
+    freeze_startup_heap()
     run_worker_blocking(libpq_url(settings), settings, concurrency)
 
 
@@ -144,6 +146,7 @@ def watcher(
     from stablegate.chains.watcher import run
 
     settings, chains, url = _chain_process(chain)
+    freeze_startup_heap()
     asyncio.run(run(url, settings, chains, metrics_port or None))
 
 
@@ -160,6 +163,7 @@ def sender(
     from stablegate.settlement.sender import run
 
     settings, chains, url = _chain_process(chain)
+    freeze_startup_heap()
     asyncio.run(run(url, settings, chains, metrics_port or None))
 
 
@@ -176,6 +180,7 @@ def dev(
     obs_logging.configure(settings.log_level, "console")
     url = libpq_url(settings)
     migrations.upgrade(url)
+    freeze_startup_heap()
     asyncio.run(run_dev(url, settings, host, port))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +27,7 @@ from stablegate.errors import InvalidRequest, MethodNotAllowed, NotFound, Stable
 from stablegate.kit.idempotency import HEADER as IDEMPOTENCY_HEADER
 from stablegate.kit.idempotency import KEY_PATTERN, MAX_KEY_LENGTH
 from stablegate.kit.ratelimit import RateLimiter
+from stablegate.kit.runtime import freeze_startup_heap
 from stablegate.ledger.api import router as ledger_router
 from stablegate.merchants.api import router as account_router
 from stablegate.observability import logging as obs_logging
@@ -103,10 +103,9 @@ def create_app_from_env() -> FastAPI:
     db = Database.connect(libpq_url(settings), settings)
     tracing.instrument_engine(db.engine.sync_engine)
     app = create_app(settings, db)
-    # Everything imported and built so far lives for the whole process: move it out of the
-    # collector's generations so full collections (tail-latency spikes) scan only new objects.
-    gc.collect()
-    gc.freeze()
+    # Everything imported and built so far lives for the whole process: out of the
+    # collector's full passes (tail-latency spikes), which then scan only new objects.
+    freeze_startup_heap()
     return app
 
 
