@@ -17,6 +17,7 @@ from stablegate.chains import service as chains
 from stablegate.chains.anvil import DEV_PRIVATE_KEYS, Anvil
 from stablegate.chains.follower import Follower
 from stablegate.chains.registry import ChainConfig
+from stablegate.chains.repository import OBSERVATION_COLUMNS
 from stablegate.chains.service import ChainEvent
 from stablegate.db import Database
 from stablegate.rails import contracts
@@ -143,5 +144,7 @@ def new_deposit(db: Database, chain: Chain) -> Callable[[], Any]:
 
 async def observations(db: Database) -> list[dict[str, Any]]:
     async with db.session() as session:
-        rows = await session.execute(text("SELECT * FROM chain_observations ORDER BY block_number, log_index"))
+        rows = await session.execute(
+            text(f"SELECT {OBSERVATION_COLUMNS} FROM chain_observations o ORDER BY block_number, log_index")
+        )
         return [dict(r._mapping) for r in rows]

@@ -7,10 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import asyncpg
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stablegate.db import driver_in_transaction
 from stablegate.observability import tracing
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -141,76 +145,178 @@ async def watch(session: AsyncSession, chain_id: int, address: str, owner_ref: s
     )
 
 
+# Observations keep hashes and addresses as bytes (migration 0010); every statement that
+# hands rows back converts them to the 0x text the rest of the code speaks.
+OBSERVATION_COLUMNS = (
+    "o.id, o.chain_id, evm_hex(o.tx_hash) AS tx_hash, o.log_index, o.block_number,"
+    " evm_hex(o.block_hash) AS block_hash, o.kind, evm_hex(o.token) AS token,"
+    " evm_hex(o.from_address) AS from_address, evm_hex(o.to_address) AS to_address, o.amount, o.fee,"
+    " o.intent_id, o.owner_ref, o.status, o.needs_review, o.generation, o.seen_at, o.confirmed_at,"
+    " o.confirmed_generation"
+)
+
 # Observations arrive by the thousand per range: COPY (binary) into a per-connection
 # staging table, then one INSERT … SELECT. Measured on 10 000 logs: 0.24 s against 0.30 s
-# for the same statement fed by unnest() of twelve array parameters.
+# for the same statement fed by unnest() of twelve array parameters. Staged as the columns
+# store them, hashes and addresses already bytes; amounts as decimal text (the driver's
+# numeric encoder cost 3 µs a value, PostgreSQL's cast 0.2 µs).
 _STAGING = """
-CREATE TEMP TABLE IF NOT EXISTS chain_observations_in (
-    tx_hash text, log_index int, block_number bigint, block_hash text, kind text, token text,
-    from_address text, to_address text, amount numeric, fee numeric, intent_id text, owner_ref text
+CREATE TEMP TABLE IF NOT EXISTS chain_observations_staged (
+    tx_hash bytea, log_index int, block_number bigint, block_hash bytea, kind text, token bytea,
+    from_address bytea, to_address bytea, amount text, fee text, intent_id text, owner_ref text
 ) ON COMMIT DELETE ROWS
 """
 
-_UPSERT_OBSERVATIONS = """
+# A range's observations go in by one of two statements. A *fresh* range (nothing of this
+# chain stored at or above its first block, and none of its logs an orphaned observation
+# that came back) is a plain INSERT: the unique constraint still guards it, and only the
+# chain's leader writes here (advisory lock), so nothing can slip in between. Any other
+# range (a replay, a re-read after a reorg) takes ON CONFLICT, which PostgreSQL runs as a
+# speculative insertion: 20 000 observations took 205–366 ms that way against 130–260 ms
+# plainly, measured in one session. Both return only what the caller does not hold
+# already: the row's id and state, keyed by (block_number, log_index), unique in a range.
+_INSERT_OBSERVATIONS = """
 INSERT INTO chain_observations AS o (chain_id, tx_hash, log_index, block_number, block_hash, kind, token,
     from_address, to_address, amount, fee, intent_id, owner_ref, status, confirmed_at, confirmed_generation)
-SELECT $1, u.tx_hash, u.log_index, u.block_number, u.block_hash, u.kind, u.token, u.from_address,
-       u.to_address, u.amount, u.fee, u.intent_id, u.owner_ref,
+SELECT $1, u.tx_hash, u.log_index, u.block_number, u.block_hash, u.kind, u.token, u.from_address, u.to_address,
+       u.amount::numeric, u.fee::numeric, u.intent_id, u.owner_ref,
        CASE WHEN u.block_number <= $2 THEN 'confirmed' ELSE 'seen' END,
        CASE WHEN u.block_number <= $2 THEN now() END,
        CASE WHEN u.block_number <= $2 THEN 1 END
-FROM chain_observations_in u
-ON CONFLICT (chain_id, tx_hash, log_index) DO UPDATE
+FROM chain_observations_staged u
+"""
+_RETURNING = " RETURNING o.id, o.block_number, o.log_index, o.status, o.generation, o.confirmed_generation"
+_UPSERT_OBSERVATIONS = (
+    _INSERT_OBSERVATIONS
+    + """ON CONFLICT (chain_id, tx_hash, log_index) DO UPDATE
     SET status = EXCLUDED.status, block_number = EXCLUDED.block_number, block_hash = EXCLUDED.block_hash,
         generation = o.generation + 1, seen_at = now(),
         confirmed_at = coalesce(o.confirmed_at, EXCLUDED.confirmed_at),
         confirmed_generation = coalesce(o.confirmed_generation,
                                         CASE WHEN EXCLUDED.status = 'confirmed' THEN o.generation + 1 END)
-    WHERE o.status = 'orphaned'
-RETURNING o.*
+    WHERE o.status = 'orphaned'"""
+    + _RETURNING
+)
+_INSERT_OBSERVATIONS += _RETURNING
+_FRESH = """
+SELECT coalesce((SELECT max(block_number) FROM chain_observations WHERE chain_id = $1), -1) < $2
+   AND NOT EXISTS (SELECT 1 FROM chain_observations o JOIN chain_observations_staged u USING (tx_hash, log_index)
+                   WHERE o.chain_id = $1 AND o.status = 'orphaned') AS fresh
 """
 
 
+class StagedObservations(NamedTuple):
+    """Observations with their COPY records, made before the transaction that stores them
+    (the follower stages the next range while the database stores this one)."""
+
+    items: Sequence[Observation]
+    records: list[tuple[Any, ...]]
+
+
+class Stored(NamedTuple):
+    """An observation as stored: its row's id and state beside the decoded log."""
+
+    id: int
+    status: str  # seen | confirmed | orphaned
+    generation: int
+    confirmed_generation: int | None
+    observation: Observation
+    was: str | None = None  # orphan_above: the status it had before
+
+
+def stage(items: Sequence[Observation]) -> StagedObservations:
+    """`items` as staging records: hashes and addresses as bytes (one list comprehension,
+    no call per value: ~10 000 logs a range). A value that is not 0x hex of its size is
+    refused here (ValueError) or by the column's length check."""
+    if not all(o[0][:2] == o[3][:2] == o[5][:2] == o[6][:2] == o[7][:2] == "0x" for o in items):
+        raise ValueError("observation hashes and addresses must be 0x hex")
+    fromhex = bytes.fromhex
+    records = [
+        (fromhex(o[0][2:]), o[1], o[2], fromhex(o[3][2:]), o[4], fromhex(o[5][2:]), fromhex(o[6][2:]),
+         fromhex(o[7][2:]), str(o[8]), str(o[9]), o[10], o[11])
+        for o in items
+    ]  # fmt: skip
+    return StagedObservations(items, records)
+
+
 async def upsert_observations(
-    session: AsyncSession, chain_id: int, items: Sequence[Observation], confirmed_through: int
-) -> list[Any]:
+    session: AsyncSession, chain_id: int, staged: StagedObservations, confirmed_through: int
+) -> list[Stored]:
     """New observations, and orphaned ones whose log came back in another block (revived,
     generation + 1); those at or below `confirmed_through` are stored confirmed at once (a
     follower catching up sees most logs already deep). Logs already seen or confirmed
-    return nothing: a replay is a no-op."""
-    if not items:
+    return nothing: a replay is a no-op. The observations are logs of one canonical range."""
+    if not staged.items:
         return []
     driver = await driver_in_transaction(session)
     await driver.execute(_STAGING)
-    with tracing.sql_span("COPY chain_observations_in"):
-        await driver.copy_records_to_table("chain_observations_in", records=items)
-    return await _fetch(session, _UPSERT_OBSERVATIONS, chain_id, confirmed_through)
+    with tracing.sql_span("COPY chain_observations_staged"):
+        await driver.copy_records_to_table("chain_observations_staged", records=staged.records)
+    first_block = min(o.block_number for o in staged.items)
+    stored = None
+    if (await _fetch(session, _FRESH, chain_id, first_block))[0]["fresh"]:
+        stored = await _insert_fresh(driver, chain_id, confirmed_through)
+    if stored is None:
+        stored = await _fetch(session, _UPSERT_OBSERVATIONS, chain_id, confirmed_through)
+    by_log = {(o.block_number, o.log_index): o for o in staged.items}
+    return [Stored(r[0], r[3], r[4], r[5], by_log[(r[1], r[2])]) for r in stored]
 
 
-async def confirm_up_to(session: AsyncSession, chain_id: int, block_number: int) -> list[Any]:
-    return await _fetch(
+async def _insert_fresh(driver: asyncpg.Connection, chain_id: int, confirmed_through: int) -> list[Any] | None:
+    """The plain INSERT, in a savepoint: None if a log is stored already after all. That
+    takes a reorg deeper than the follower's window (a confirmed log, never orphaned,
+    mined again higher up); the upsert then skips it, as it does any replay."""
+    # By hand: the session, not the driver, began the transaction (asyncpg's nested
+    # transaction() refuses to run inside one it did not start).
+    await driver.execute("SAVEPOINT fresh_observations")
+    try:
+        with tracing.sql_span(_INSERT_OBSERVATIONS):
+            rows = list(await driver.fetch(_INSERT_OBSERVATIONS, chain_id, confirmed_through))
+    except asyncpg.UniqueViolationError:
+        await driver.execute("ROLLBACK TO SAVEPOINT fresh_observations")
+        log.warning("chain.observation_stored_already", chain_id=chain_id)
+        return None
+    await driver.execute("RELEASE SAVEPOINT fresh_observations")
+    return rows
+
+
+def _stored(row: Any, was: str | None = None) -> Stored:
+    """A row read back with OBSERVATION_COLUMNS."""
+    observation = Observation(
+        row["tx_hash"], row["log_index"], row["block_number"], row["block_hash"], row["kind"], row["token"],
+        row["from_address"], row["to_address"], int(row["amount"]), int(row["fee"]), row["intent_id"],
+        row["owner_ref"],
+    )  # fmt: skip
+    return Stored(row["id"], row["status"], row["generation"], row["confirmed_generation"], observation, was)
+
+
+async def confirm_up_to(session: AsyncSession, chain_id: int, block_number: int) -> list[Stored]:
+    rows = await _fetch(
         session,
         "UPDATE chain_observations o SET status = 'confirmed', confirmed_at = coalesce(o.confirmed_at, now()),"
         " confirmed_generation = coalesce(o.confirmed_generation, o.generation)"
-        " WHERE o.chain_id = $1 AND o.status = 'seen' AND o.block_number <= $2 RETURNING o.*",
+        f" WHERE o.chain_id = $1 AND o.status = 'seen' AND o.block_number <= $2 RETURNING {OBSERVATION_COLUMNS}",
         chain_id,
         block_number,
     )
+    return [_stored(r) for r in rows]
 
 
-async def orphan_above(session: AsyncSession, chain_id: int, fork_block: int) -> list[Any]:
-    """Observations in blocks above the fork point become orphaned; the ones that had been
-    confirmed are marked for review (a reorg deeper than the confirmation depth)."""
-    return await _fetch(
+async def orphan_above(session: AsyncSession, chain_id: int, fork_block: int) -> list[Stored]:
+    """Observations in blocks above the fork point become orphaned (`was`: their status
+    before); the ones that had been confirmed are marked for review (a reorg deeper than
+    the confirmation depth)."""
+    rows = await _fetch(
         session,
         "UPDATE chain_observations o SET status = 'orphaned',"
         " needs_review = o.needs_review OR o.status = 'confirmed'"
         " FROM (SELECT id, status AS was FROM chain_observations WHERE chain_id = $1 AND block_number > $2"
         "       AND status <> 'orphaned' FOR UPDATE) old"
-        " WHERE o.id = old.id RETURNING o.*, old.was",
+        f" WHERE o.id = old.id RETURNING {OBSERVATION_COLUMNS}, old.was",
         chain_id,
         fork_block,
     )
+    return [_stored(r, r["was"]) for r in rows]
 
 
 async def delete_blocks_above(session: AsyncSession, chain_id: int, fork_block: int) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -55,31 +54,32 @@ def unsubscribe(handler: Handler) -> None:
     _handlers[:] = [(h, kinds) for h, kinds in _handlers if h is not handler]
 
 
-async def publish(session: AsyncSession, kind: str, chain_id: int, rows: Sequence[Any]) -> None:
+async def publish(session: AsyncSession, kind: str, chain_id: int, rows: Sequence[repository.Stored]) -> None:
     assert kind in EVENT_KINDS, kind
     for handler, kinds in list(_handlers):
         for row in rows:
-            if kinds is None or row["kind"] in kinds:
+            if kinds is None or row.observation.kind in kinds:
                 await handler(session, _event(kind, chain_id, row))
 
 
-def _event(kind: str, chain_id: int, row: Any) -> ChainEvent:
+def _event(kind: str, chain_id: int, row: repository.Stored) -> ChainEvent:
+    o = row.observation
     return ChainEvent(
         kind=kind,
         chain_id=chain_id,
-        observation_id=row["id"],
-        tx_hash=row["tx_hash"],
-        log_index=row["log_index"],
-        block_number=row["block_number"],
-        observation_kind=row["kind"],
-        token=row["token"],
-        from_address=row["from_address"],
-        to_address=row["to_address"],
-        amount=int(row["amount"]),
-        fee=int(row["fee"]),
-        intent_id=row["intent_id"],
-        owner_ref=row["owner_ref"],
-        generation=row["generation"],
+        observation_id=row.id,
+        tx_hash=o.tx_hash,
+        log_index=o.log_index,
+        block_number=o.block_number,
+        observation_kind=o.kind,
+        token=o.token,
+        from_address=o.from_address,
+        to_address=o.to_address,
+        amount=o.amount,
+        fee=o.fee,
+        intent_id=o.intent_id,
+        owner_ref=o.owner_ref,
+        generation=row.generation,
     )
 
 
