@@ -64,7 +64,10 @@ class Follower:
         self.db, self.chain = db, chain
         self.lookalike_scan = lookalike_scan
         self.rpc = rpc or RpcClient(chain.name, chain.rpc_urls)
-        self.range_blocks = chain.max_range_blocks
+        # Ranges start at a quarter of the maximum and double per range read: the first
+        # read of a catch-up overlaps nothing (no commit to hide behind), so a small one
+        # starts the read/commit pipeline sooner. (A range the provider refuses halves.)
+        self.range_blocks = max(1, chain.max_range_blocks // 4)
         self._conn: AsyncConnection | None = None
         self._prefetched: tuple[int, int, asyncio.Task[_Range]] | None = None
         self._watch_topics = [decode.TRANSFER_TOPIC] + ([decode.INTENT_PAID_TOPIC] if chain.router else [])
@@ -178,10 +181,10 @@ class Follower:
             await self._handle_reorg(cursor)
             return 0
         confirmed_through = self._confirmed_through(last, await self._finalized())
+        self.range_blocks = min(self.chain.max_range_blocks, self.range_blocks * 2)  # the provider served it
         if last < head:  # read the next range while this one commits (different resources)
             self._prefetch_range(last + 1, min(head, last + self.range_blocks))
         await self._commit(read, confirmed_through)
-        self.range_blocks = min(self.chain.max_range_blocks, self.range_blocks * 2)
         return len(read.blocks)
 
     async def _read_range(self, first: int, last: int) -> _Range:
