@@ -83,6 +83,31 @@ async def test_a_payment_in_the_block_that_creates_it(
     assert found["to_address"] == address and int(found["amount"]) == 7 * 10**18
 
 
+async def test_a_catch_up_confirms_by_the_blocks_above_its_range(
+    db: Database, chain: Chain, follower: Follower, heard: Heard, new_deposit: Callable[[], Any]
+) -> None:
+    address, _ = await new_deposit()
+    await follower.sync()
+    chain.transfer(chain.stack.usdc, address, 5 * USDC)
+    chain.mine(CONFIRMATIONS - 1)  # the transfer's block has its descendants already
+    follower.range_blocks = 1  # a range of that block alone: its depth comes from the headers above
+    assert await follower.step() == 1
+    [found] = await observations(db)
+    assert found["status"] == "confirmed" and heard.kinds() == ["seen", "confirmed"]
+
+
+async def test_a_catch_up_one_block_short_of_the_depth_stays_seen(
+    db: Database, chain: Chain, follower: Follower, heard: Heard, new_deposit: Callable[[], Any]
+) -> None:
+    address, _ = await new_deposit()
+    await follower.sync()
+    chain.transfer(chain.stack.usdc, address, 5 * USDC)
+    chain.mine(CONFIRMATIONS - 2)
+    follower.range_blocks = 1
+    await follower.step()
+    assert (await observations(db))[0]["status"] == "seen" and heard.kinds() == ["seen"]
+
+
 async def test_a_deposit_orphaned_before_confirmation_is_never_confirmed(
     db: Database, chain: Chain, follower: Follower, heard: Heard, new_deposit: Callable[[], Any]
 ) -> None:

@@ -180,7 +180,7 @@ class Follower:
         if cursor.block_hash is not None and read.blocks[0].parent_hash != cursor.block_hash:
             await self._handle_reorg(cursor)
             return 0
-        confirmed_through = self._confirmed_through(last, await self._finalized())
+        confirmed_through = await self._confirmed_through(read.blocks[-1], head)
         self.range_blocks = min(self.chain.max_range_blocks, self.range_blocks * 2)  # the provider served it
         if last < head:  # read the next range while this one commits (different resources)
             self._prefetch_range(last + 1, min(head, last + self.range_blocks))
@@ -218,11 +218,23 @@ class Follower:
             raise _Reorged
         return _Range(blocks, len(raw_logs), await self._observations(raw_logs))
 
-    def _confirmed_through(self, last: int, finalized: int | None) -> int:
+    async def _confirmed_through(self, tip: Block, head: int) -> int:
+        """The highest block of this range deep enough to be confirmed. By depth a block
+        needs `confirmations - 1` descendants: those in the range, and those just above
+        its tip when the chain has them already, whose headers are read here and must
+        continue the range (parent-hash links, as within a range). A catch-up then stores
+        its logs confirmed at once instead of seen and updated a range later: that UPDATE
+        of ~2 000 rows cost ~60 ms of every 10 000-log range (design 0003)."""
         if self.chain.finality == "finalized":
-            return min(last, finalized if finalized is not None else -1)
+            finalized = await self._finalized()
+            return min(tip.number, finalized if finalized is not None else -1)
         assert self.chain.confirmations is not None
-        return last - self.chain.confirmations + 1
+        deepest, above = tip.number, min(head, tip.number + self.chain.confirmations - 1)
+        if above > tip.number:
+            with contextlib.suppress(RpcError):  # no look ahead: confirmed a range later
+                if _continues(tip, await self._headers(tip.number + 1, above)):
+                    deepest = above
+        return deepest - self.chain.confirmations + 1
 
     async def _finalized(self) -> int | None:
         if self.chain.finality != "finalized":
@@ -454,6 +466,11 @@ def _first_confirmations(rows: Sequence[Stored]) -> list[Stored]:
     """Rows confirmed now for the first time: a log revived after a deep reorg was
     confirmed in an earlier generation and is not reported again."""
     return [r for r in rows if r.status == "confirmed" and r.confirmed_generation == r.generation]
+
+
+def _continues(tip: Block, headers: list[Block]) -> bool:
+    """`headers` are the blocks right above `tip`, each the parent of the next."""
+    return all(child.parent_hash == parent.hash for parent, child in itertools.pairwise([tip, *headers]))
 
 
 def _all_known(headers: list[Any]) -> None:

@@ -11,7 +11,7 @@ import asyncpg
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from stablegate.db import driver_in_transaction
+from stablegate.db import driver_connection, driver_in_transaction
 from stablegate.observability import tracing
 
 log = structlog.get_logger(__name__)
@@ -115,13 +115,13 @@ async def stored_blocks(session: AsyncSession, chain_id: int, lowest: int, highe
 
 
 async def watched(session: AsyncSession, chain_id: int, addresses: Sequence[str]) -> dict[str, str]:
-    """Which of `addresses` we watch, with their owners: one index lookup for the range."""
-    rows = await _fetch(
-        session,
-        "SELECT address, owner_ref FROM chain_watched_addresses WHERE chain_id = $1 AND address = ANY ($2::text[])",
-        chain_id,
-        list(set(addresses)),
-    )
+    """Which of `addresses` we watch, with their owners: one index lookup for the range,
+    a statement on its own (the follower asks on a pooled connection, before it begins
+    the range's transaction: no BEGIN/COMMIT round trips at the head)."""
+    sql = "SELECT address, owner_ref FROM chain_watched_addresses WHERE chain_id = $1 AND address = ANY ($2::text[])"
+    driver = await driver_connection(session)
+    with tracing.sql_span(sql):
+        rows = await driver.fetch(sql, chain_id, list(set(addresses)))
     return {r["address"]: r["owner_ref"] for r in rows}
 
 
