@@ -1,5 +1,6 @@
-"""SQL for the block follower (tables of migration 0005). Bulk statements go through the
-driver with typed arrays (`unnest`): one statement per range, whatever its size."""
+"""SQL for the block follower (tables of migrations 0005 and 0010). One statement per
+range, whatever its size: blocks and events by typed arrays (`unnest`), observations by
+binary COPY into a staging table and one INSERT … SELECT."""
 
 from __future__ import annotations
 
