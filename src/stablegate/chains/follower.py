@@ -209,9 +209,8 @@ class Follower:
         before, and its Python work (decoding, matching, staging: ~100 ms per 10 000 logs)
         overlaps the database's."""
         blocks = await self._headers(first, last)
-        for parent, child in itertools.pairwise(blocks):
-            if child.parent_hash != parent.hash:
-                raise _Reorged  # the provider's view changed while we read it
+        if not _continues(blocks[0], blocks[1:]):
+            raise _Reorged  # the provider's view changed while we read it
         raw_logs = await self._logs(first, last, blocks[-1])
         hashes = {b.number: b.hash for b in blocks}
         if any(hashes.get(int(item["blockNumber"], 16)) != item["blockHash"].lower() for item in raw_logs):
