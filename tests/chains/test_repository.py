@@ -6,11 +6,16 @@ the upsert instead of failing the range. No chain needed: the rows are made up."
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import pytest
 import structlog
 
-from stablegate.chains import repository
+from stablegate.chains import logs as decode
+from stablegate.chains import registry, repository
+from stablegate.chains import service as chains
+from stablegate.chains.follower import Follower
+from stablegate.chains.registry import TokenConfig
 from stablegate.chains.repository import Observation, Stored
 from stablegate.db import Database
 from tests.chains.conftest import observations
@@ -101,3 +106,39 @@ async def test_a_malformed_hash_or_address_is_refused(db: Database, clean_chain_
     with pytest.raises(ValueError, match=r"non-hexadecimal|must be 0x hex"):
         await _upsert(db, [item])
     assert await observations(db) == []
+
+
+async def test_recipients_match_by_address_whatever_the_topic_padding_or_case(
+    db: Database, clean_chain_tables: None
+) -> None:
+    """The follower matches recipients per distinct topic: two topics holding one address
+    (dirty padding, upper case) must both count, an ERC-721 Transfer and an unwatched
+    recipient must not."""
+    watched, other = _hex("watched", 20), _hex("other", 20)
+    async with db.session() as session:
+        await chains.watch_address(session, CHAIN_ID, watched, "ref_watched")
+    config = registry.local_chain("http://127.0.0.1:9", (TokenConfig("USDC", TOKEN, 6, "USDC.local"),))
+    amount_word = "0x" + f"{5 * 10**6:064x}"
+
+    def raw_log(index: int, *topics: str) -> dict[str, Any]:
+        return {
+            "address": TOKEN, "topics": [decode.TRANSFER_TOPIC, decode.address_topic(_hex("payer", 20)), *topics],
+            "data": amount_word if len(topics) == 1 else "0x", "blockNumber": "0x64", "blockHash": _hex("b", 32),
+            "transactionHash": _hex(f"t{index}", 32), "logIndex": hex(index), "removed": False,
+        }  # fmt: skip
+
+    clean = decode.address_topic(watched)
+    raw_logs = [
+        raw_log(0, clean),
+        raw_log(1, "0x" + "ff" * 12 + watched[2:]),  # the padding is not the address
+        raw_log(2, clean.upper().replace("0X", "0x")),
+        raw_log(3, decode.address_topic(other)),
+        raw_log(4, clean, "0x" + "00" * 31 + "07"),  # ERC-721: token id as a fourth topic
+    ]
+    follower = Follower(db, config)
+    staged = await follower._observations(raw_logs)
+    await follower.rpc.aclose()
+    assert [(o.log_index, o.to_address, o.owner_ref, o.amount) for o in staged.items] == [
+        (n, watched, "ref_watched", 5 * 10**6) for n in (0, 1, 2)
+    ]
+    assert [r[7] for r in staged.records] == [bytes.fromhex(watched[2:])] * 3

@@ -213,7 +213,8 @@ class Follower:
             raise _Reorged  # the provider's view changed while we read it
         raw_logs = await self._logs(first, last, blocks[-1])
         hashes = {b.number: b.hash for b in blocks}
-        if any(hashes.get(int(item["blockNumber"], 16)) != item["blockHash"].lower() for item in raw_logs):
+        # Per distinct (number, hash) pair, not per log: a range has thousands of logs and a few blocks.
+        if any(hashes.get(int(n, 16)) != h.lower() for n, h in {(i["blockNumber"], i["blockHash"]) for i in raw_logs}):
             raise _Reorged
         return _Range(blocks, len(raw_logs), await self._observations(raw_logs))
 
@@ -344,39 +345,43 @@ class Follower:
         against the watched addresses in one query, on a pooled connection: read after
         the logs, it sees every address that had been shown to a payer before these logs'
         blocks were mined (an address is committed before it is shown, design 0003).
-        The Python work comes in chunks with a yield between them: in a prefetch it shares
-        the thread with the commit of the range before, whose statements would otherwise
-        wait up to ~150 ms (10 000 logs) for the loop to come round."""
-        transfers: list[tuple[dict[str, Any], str]] = []
+        Matching goes by the raw recipient topic, so each distinct recipient is decoded
+        once, not once per log. The per-log work comes in chunks with a yield between
+        them: in a prefetch it shares the thread with the commit of the range before,
+        whose statements would otherwise wait up to ~100 ms (10 000 logs) for the loop."""
+        transfer_topic = decode.TRANSFER_TOPIC
+        # ERC-20 Transfer logs have three topics (ERC-721's has a fourth): the third is `to`.
+        recipients = {t[2] for item in raw_logs if (t := item["topics"])[0] == transfer_topic and len(t) == 3}
+        owners = await self._watched(recipients)
         found: list[Observation] = []
+        records: list[tuple[Any, ...]] = []
         for start in range(0, len(raw_logs), YIELD_EVERY_LOGS):
+            chunk: list[Observation] = []
             for item in raw_logs[start : start + YIELD_EVERY_LOGS]:
                 topics = item["topics"]
-                if topics[0] == decode.TRANSFER_TOPIC:
-                    if len(topics) == 3:  # ERC-20; ERC-721 Transfer has a fourth topic
-                        transfers.append((item, decode.topic_address(topics[2])))
+                if topics[0] == transfer_topic:
+                    match = owners.get(topics[2]) if len(topics) == 3 else None
+                    if match is not None and (observation := decode.transfer(item, match[1], match[0])) is not None:
+                        chunk.append(observation)
                 elif item["address"].lower() == self.chain.router:
                     paid = decode.intent_paid(item)
                     # Our router, someone else's token: not a payment we count.
                     if paid is not None and self.chain.token(paid.token) is not None:
-                        found.append(paid)
-            await asyncio.sleep(0)
-        if transfers:
-            async with self.db.session() as session:
-                owners = await repository.watched(session, self.chain.chain_id, [to for _, to in transfers])
-            for start in range(0, len(transfers), YIELD_EVERY_LOGS):
-                for item, to in transfers[start : start + YIELD_EVERY_LOGS]:
-                    owner = owners.get(to)
-                    if owner is not None:
-                        observation = decode.transfer(item, owner, to)
-                        if observation is not None:
-                            found.append(observation)
-                await asyncio.sleep(0)
-        records: list[tuple[Any, ...]] = []
-        for start in range(0, len(found), YIELD_EVERY_LOGS):
-            records += repository.stage(found[start : start + YIELD_EVERY_LOGS]).records
+                        chunk.append(paid)
+            found += chunk
+            records += repository.stage(chunk).records
             await asyncio.sleep(0)
         return repository.StagedObservations(found, records)
+
+    async def _watched(self, recipient_topics: set[str]) -> dict[str, tuple[str, str]]:
+        """Recipient topic -> (address, owner) for the watched ones among them. (Two
+        topics can hold one address: the padding or the case may differ.)"""
+        if not recipient_topics:
+            return {}
+        addresses = {t: decode.topic_address(t) for t in recipient_topics}
+        async with self.db.session() as session:
+            owners = await repository.watched(session, self.chain.chain_id, list(set(addresses.values())))
+        return {t: (a, owners[a]) for t, a in addresses.items() if a in owners}
 
     async def _emit(self, session: AsyncSession, kind: str, rows: Sequence[Stored]) -> None:
         """Tell the subscribers, inside the cursor's transaction. Seen and confirmed are

@@ -226,15 +226,22 @@ class Stored(NamedTuple):
 
 
 def stage(items: Sequence[Observation]) -> StagedObservations:
-    """`items` as staging records: hashes and addresses as bytes (one list comprehension,
-    no call per value: ~10 000 logs a range). A value that is not 0x hex of its size is
-    refused here (ValueError) or by the column's length check."""
-    if not all(o[0][:2] == o[3][:2] == o[5][:2] == o[6][:2] == o[7][:2] == "0x" for o in items):
-        raise ValueError("observation hashes and addresses must be 0x hex")
-    fromhex = bytes.fromhex
+    """`items` as staging records: hashes and addresses as bytes. Each distinct value is
+    converted once (a range's logs share blocks, tokens, senders and recipients: ~10 000
+    logs, a few hundred distinct values besides the transaction hashes). A value that
+    is not 0x hex of its size is refused here (ValueError) or by the column's length check."""
+    converted: dict[str, bytes] = {}
+
+    def raw(value: str) -> bytes:
+        if value[:2] != "0x":
+            raise ValueError(f"observation hashes and addresses must be 0x hex: {value!r}")
+        converted[value] = bytes.fromhex(value[2:])
+        return converted[value]
+
+    get = converted.get
     records = [
-        (fromhex(o[0][2:]), o[1], o[2], fromhex(o[3][2:]), o[4], fromhex(o[5][2:]), fromhex(o[6][2:]),
-         fromhex(o[7][2:]), str(o[8]), str(o[9]), o[10], o[11])
+        (get(o[0]) or raw(o[0]), o[1], o[2], get(o[3]) or raw(o[3]), o[4], get(o[5]) or raw(o[5]),
+         get(o[6]) or raw(o[6]), get(o[7]) or raw(o[7]), str(o[8]), str(o[9]), o[10], o[11])
         for o in items
     ]  # fmt: skip
     return StagedObservations(items, records)
