@@ -214,12 +214,14 @@ def batch_maker(ids: list[int], size: int, hot: int | None = None) -> MakeBatch:
 
 
 async def _warm(db: Database, clients: int) -> None:
-    """Open every client's connection before the clock starts."""
+    """Open every client's connection before the clock starts: the ORM pool's and the
+    statement pool's (`ledger.post` sends its one statement through the latter)."""
     from sqlalchemy import text
 
     async def one() -> None:
-        async with db.session() as session:
+        async with db.session() as session, db.statements.connection() as driver:
             await session.execute(text("SELECT 1"))
+            await driver.fetchval("SELECT 1")
 
     await asyncio.wait_for(asyncio.gather(*(one() for _ in range(clients))), CONNECT_TIMEOUT_S)
 
