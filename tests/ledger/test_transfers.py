@@ -178,6 +178,20 @@ BAD: list[tuple[str, Callable[[Book], Transfer], str]] = [
         "invalid_request",
     ),
     (
+        "metadata integer beyond 64 bits",
+        lambda b: Transfer(
+            id="x", debit_account=b.cash.id, credit_account=b.fees.id, asset="USD", amount=1, metadata={"n": 2**70}
+        ),
+        "invalid_request",
+    ),
+    (
+        "metadata key not a string",
+        lambda b: Transfer(
+            id="x", debit_account=b.cash.id, credit_account=b.fees.id, asset="USD", amount=1, metadata={1: "one"}
+        ),
+        "invalid_request",
+    ),
+    (
         "timeout on posted",
         lambda b: Transfer(
             id="x", debit_account=b.cash.id, credit_account=b.fees.id, asset="USD", amount=1, timeout_s=5
@@ -310,6 +324,24 @@ async def test_standalone_post_is_atomic_and_idempotent(db: Database, book: Book
         await ledger.post(db, [pay(book, f"sa4-{k}", 1), overdraw])
     assert err.value.code == "exceeds_credits"
     assert await snapshot(db, book) == before
+
+
+async def test_batch_answers_each_transfer_in_order_new_replayed_or_twice(db: Database, book: Book) -> None:
+    """A batch of new transfers answers from its insert (migration 0012); a batch with a
+    replay or an id twice takes the general path. Either way: input order, the stored
+    seq and public id, `created` once per new transfer."""
+    k = book.cash.id
+    fresh = await post(db, *(pay(book, f"ord-{k}-{n}", n + 1) for n in range(5)))
+    mixed = await post(db, pay(book, f"ord-{k}-9", 7), pay(book, f"ord-{k}-2", 3), pay(book, f"ord-{k}-9", 7))
+    async with db.session() as session:
+        stored = {
+            t.id: (t.seq, t.public_id)
+            for t in (await session.scalars(select(LedgerTransfer).where(LedgerTransfer.id.like(f"ord-{k}-%")))).all()
+        }
+    assert [(stored[f"ord-{k}-{n}"], True) for n in range(5)] == [((r.seq, r.public_id), r.created) for r in fresh]
+    assert [r.id for r in mixed] == [f"ord-{k}-9", f"ord-{k}-2", f"ord-{k}-9"]
+    assert [r.created for r in mixed] == [True, False, False]
+    assert [(r.seq, r.public_id) for r in mixed] == [stored[r.id] for r in mixed]
 
 
 async def test_account_history_is_cursor_paginated(db: Database, book: Book) -> None:
