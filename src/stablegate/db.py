@@ -125,7 +125,7 @@ class StatementPool:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         async with self._slots:
-            conn = self._idle.pop() if self._idle else await asyncpg.connect(self._dsn)
+            conn = self._idle_connection() or await asyncpg.connect(self._dsn)
             try:
                 yield conn
             except asyncpg.PostgresError:
@@ -135,6 +135,15 @@ class StatementPool:
                 conn.terminate()
                 raise
             self._give_back(conn)
+
+    def _idle_connection(self) -> asyncpg.Connection | None:
+        """The most recently used idle connection that is still open (the server may have
+        closed one meanwhile: it is dropped here rather than fail a caller's statement)."""
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.is_closed():
+                return conn
+        return None
 
     def _give_back(self, conn: asyncpg.Connection) -> None:
         if conn.is_closed() or conn.is_in_transaction():

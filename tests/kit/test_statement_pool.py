@@ -73,3 +73,14 @@ async def test_no_more_than_size_connections_are_open_at_once(pool: StatementPoo
     await asyncio.gather(*(use() for _ in range(10)))
     assert most_busy == 2
     assert len(pids) == 2
+
+
+async def test_an_idle_connection_the_server_closed_is_replaced(pool: StatementPool, database_url: str) -> None:
+    first = await _backend_pid(pool)
+    admin = await asyncpg.connect(database_url)
+    try:
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", first)
+    finally:
+        await admin.close()
+    await asyncio.sleep(0.2)  # the driver notices the closed socket
+    assert await _backend_pid(pool) != first
