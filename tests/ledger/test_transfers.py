@@ -344,6 +344,34 @@ async def test_batch_answers_each_transfer_in_order_new_replayed_or_twice(db: Da
     assert [(r.seq, r.public_id) for r in mixed] == [stored[r.id] for r in mixed]
 
 
+@pytest.mark.parametrize("standalone", [False, True], ids=["session", "standalone"])
+async def test_a_batch_names_its_bad_account_and_writes_nothing(db: Database, book: Book, standalone: bool) -> None:
+    """Batches (two or more transfers) take the set-based function, whose accounts the
+    journal's insert trigger checks: an unknown account is account_not_found (the lowest
+    unknown id), another asset is asset_mismatch; either way nothing is written."""
+    k = book.cash.id
+
+    async def send(*transfers: Transfer) -> None:
+        if standalone:
+            await ledger.post(db, list(transfers))
+        else:
+            await post(db, *transfers)
+
+    await send(pay(book, f"bb-seed-{k}-{standalone}", 100), pay(book, f"bb-seed2-{k}-{standalone}", 100))
+    before = await snapshot(db, book)
+    missing = Transfer(f"bb-miss-{k}", book.cash.id, 10**15 + 7, "USD", 1)
+    also_missing = Transfer(f"bb-miss2-{k}", 10**15 + 3, book.fees.id, "USD", 1)
+    other_asset = Transfer(f"bb-usdc-{k}", book.cash.id, book.usdc.id, "USD", 1)
+    with pytest.raises(StablegateError) as err:
+        await send(pay(book, f"bb-1-{k}", 5), missing, other_asset, also_missing)
+    assert err.value.code == "account_not_found"
+    assert str(10**15 + 3) in str(err.value.body(None))
+    with pytest.raises(StablegateError) as err:
+        await send(pay(book, f"bb-2-{k}", 5), other_asset)
+    assert err.value.code == "asset_mismatch"
+    assert await snapshot(db, book) == before
+
+
 async def test_account_history_is_cursor_paginated(db: Database, book: Book) -> None:
     from stablegate.kit.pagination import PageRequest
 
