@@ -20,11 +20,9 @@ row, and an idempotent replay returns before anything is locked.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 from alembic import op
+
+from stablegate.migrations import revision_module
 
 revision = "0011"
 down_revision = "0010"
@@ -99,19 +97,10 @@ def upgrade() -> None:
     op.execute(ONE_TRANSFER_FUNCTION)
 
 
-def _revision(name: str) -> ModuleType:
-    path = Path(__file__).with_name(name)
-    spec = importlib.util.spec_from_file_location(f"stablegate_migration_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def downgrade() -> None:
     # 0004's single-transfer function: 0003's text with its lock mode, as 0004 made it
     # (0003's PLAIN_FUNCTION text holds it, the dispatcher and the batch function; the
     # batch function is then 0004's again).
-    locking = _revision("0004_ledger_locking.py")
+    locking = revision_module("0004_ledger_locking.py")
     op.execute(locking._relocked(locking._revision_0003().PLAIN_FUNCTION, expected=2))
     op.execute(locking.PLAIN_FUNCTION)

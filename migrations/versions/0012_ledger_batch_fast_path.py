@@ -17,11 +17,9 @@ function answers from it. Any other batch takes the path it took before.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 from alembic import op
+
+from stablegate.migrations import revision_module
 
 revision = "0012"
 down_revision = "0011"
@@ -29,17 +27,7 @@ branch_labels = None
 depends_on = None
 
 
-def _revision_0004() -> ModuleType:
-    """Migration 0004's module: its function text and lock constants are history."""
-    path = Path(__file__).with_name("0004_ledger_locking.py")
-    spec = importlib.util.spec_from_file_location("stablegate_migration_0004", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_LOCKING = _revision_0004()
+_LOCKING = revision_module("0004_ledger_locking.py")
 WIDE_BATCH_ACCOUNTS = _LOCKING.WIDE_BATCH_ACCOUNTS
 WIDE_BATCH_LOCK = _LOCKING.WIDE_BATCH_LOCK
 

@@ -20,11 +20,9 @@ transfer that replays a stored id is now reported as the replay's different fiel
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 from alembic import op
+
+from stablegate.migrations import revision_module
 
 revision = "0013"
 down_revision = "0012"
@@ -32,16 +30,7 @@ branch_labels = None
 depends_on = None
 
 
-def _revision(name: str) -> ModuleType:
-    path = Path(__file__).with_name(name)
-    spec = importlib.util.spec_from_file_location(f"stablegate_migration_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_FAST_PATH = _revision("0012_ledger_batch_fast_path.py")
+_FAST_PATH = revision_module("0012_ledger_batch_fast_path.py")
 WIDE_BATCH_ACCOUNTS = _FAST_PATH.WIDE_BATCH_ACCOUNTS
 WIDE_BATCH_LOCK = _FAST_PATH.WIDE_BATCH_LOCK
 
@@ -197,7 +186,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    locking = _revision("0004_ledger_locking.py")
+    locking = revision_module("0004_ledger_locking.py")
     trigger_function = locking.ACCOUNT_GUARDS.split("CREATE FUNCTION ledger_check_transfer_accounts()")[1]
     trigger_function = trigger_function.split("END $$;")[0] + "END $$;"
     op.execute("CREATE OR REPLACE FUNCTION ledger_check_transfer_accounts()" + trigger_function)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 from alembic import command
 from alembic.config import Config
@@ -20,6 +22,17 @@ def script_location() -> Path:
     packaged = Path(__file__).resolve().parent / "_migrations"
     assert (packaged / "env.py").exists(), "migrations not found in checkout or package"
     return packaged
+
+
+def revision_module(filename: str) -> ModuleType:
+    """An earlier migration's module by file name, for a later one that reuses its frozen
+    SQL text or constants (migration files are not an importable package)."""
+    path = script_location() / "versions" / filename
+    spec = importlib.util.spec_from_file_location(f"stablegate_migration_{path.stem}", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def alembic_config(url: str | None = None) -> Config:
