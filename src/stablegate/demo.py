@@ -37,6 +37,7 @@ from stablegate.demo_story import LedgerView, Story, StoryFailed, Tx, short, usd
 from stablegate.devserver import serving
 from stablegate.jobs import outbox
 from stablegate.jobs.app import purge_idempotency_keys, run_worker
+from stablegate.kit.tasks import cancel_and_wait
 from stablegate.merchants import service as merchants
 from stablegate.observability import logging as obs_logging
 from stablegate.settlement.sender import DEV_PASSPHRASE, write_dev_keystore
@@ -323,7 +324,7 @@ async def _background(url: str, settings: Settings, chain: ChainConfig) -> Async
         yield alive
     finally:
         stop.set()
-        tasks["worker"].cancel()
+        await cancel_and_wait(tasks["worker"])
         await asyncio.gather(*tasks.values(), return_exceptions=True)
         await chain_db.dispose()
 

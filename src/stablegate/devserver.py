@@ -18,6 +18,7 @@ from stablegate.chains.registry import ChainConfig
 from stablegate.config import Settings
 from stablegate.db import Database
 from stablegate.kit.net import free_port
+from stablegate.kit.tasks import cancel_and_wait
 from stablegate.main import create_app
 from stablegate.observability import tracing
 
@@ -71,9 +72,6 @@ async def serving(
 async def run_dev(url: str, settings: Settings, host: str, port: int) -> None:
     import stablegate.payments.receipts  # registers its chain-event subscriber
     import stablegate.rails.service  # noqa: F401 (registers its chain-event subscriber)
-    from stablegate.chains.watcher import follow_forever
-    from stablegate.jobs.app import run_worker
-    from stablegate.settlement.sender import run as sender_run
 
     # Signals stop everything gracefully from here on, startup included: a SIGTERM while
     # the dev merchant is being prepared must not tear the event loop down mid-request.
@@ -92,16 +90,29 @@ async def run_dev(url: str, settings: Settings, host: str, port: int) -> None:
             except Exception:
                 if not stop.is_set():
                     raise  # a real failure; one caused by stopping mid-way is not
-            worker = asyncio.create_task(run_worker(url, settings, concurrency=2, install_signal_handlers=False))
-            chain_db = Database.connect(url, settings)
-            follower = asyncio.create_task(follow_forever(chain_db, net.chain, stop))
-            sender = asyncio.create_task(sender_run(url, _dev_signing(settings), [net.chain], None, stop))
-            # Whichever stops first (a signal stops the API), the others follow.
-            await asyncio.wait({api.task, worker, follower, sender}, return_when=asyncio.FIRST_COMPLETED)
-            stop.set()
-            worker.cancel()
-            await asyncio.gather(worker, follower, sender, stopper, return_exceptions=True)
-            await chain_db.dispose()
+            if not stop.is_set():  # a signal during the printout: nothing more to start
+                await _run_background(url, settings, net, api, stop)
+            await stopper
+
+
+async def _run_background(
+    url: str, settings: Settings, net: localnet.LocalNet, api: Serving, stop: asyncio.Event
+) -> None:
+    """The worker, the block follower and the sender beside the API; whichever stops first
+    (a signal stops the API), the others follow."""
+    from stablegate.chains.watcher import follow_forever
+    from stablegate.jobs.app import run_worker
+    from stablegate.settlement.sender import run as sender_run
+
+    worker = asyncio.create_task(run_worker(url, settings, concurrency=2, install_signal_handlers=False))
+    chain_db = Database.connect(url, settings)
+    follower = asyncio.create_task(follow_forever(chain_db, net.chain, stop))
+    sender = asyncio.create_task(sender_run(url, _dev_signing(settings), [net.chain], None, stop))
+    await asyncio.wait({api.task, worker, follower, sender}, return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    await cancel_and_wait(worker)
+    await asyncio.gather(follower, sender, return_exceptions=True)
+    await chain_db.dispose()
 
 
 async def _stop_serving_on(stop: asyncio.Event, api: Serving) -> None:

@@ -181,6 +181,18 @@ async def test_one_leader_per_chain(db: Database, chain: Chain, follower: Follow
     await standby.rpc.aclose()
 
 
+async def test_a_standby_stops_when_asked_while_another_leads(db: Database, chain: Chain, follower: Follower) -> None:
+    """A standby watcher polls for the lock; SIGTERM (its stop event) ends it at once, not
+    after the leader has gone."""
+    standby, stop = Follower(db, chain.config), asyncio.Event()
+    waiting = asyncio.create_task(standby.run(stop))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    stop.set()
+    await asyncio.wait_for(waiting, timeout=1.0)  # the standby polls every 2 s: not a poll's wait
+    await standby.rpc.aclose()
+
+
 async def test_leadership_passes_on_when_the_leader_stops(db: Database, chain: Chain, clean_chain_tables: None) -> None:
     first, second = Follower(db, chain.config), Follower(db, chain.config)
     async with first.leading(wait=False):

@@ -36,15 +36,35 @@ def server_running(data_dir: Path) -> bool:
     return subprocess.run(["pgrep", "-f", f"postgres -D {data_dir}"], capture_output=True).returncode == 0
 
 
+def output_path(data_dir: Path) -> Path:
+    return data_dir.parent / "output.log"
+
+
+def stopped(proc: subprocess.Popen[bytes], data_dir: Path, timeout_s: float = 60) -> None:
+    """Wait for the process to exit; if it hangs, fail with where it hangs (py-spy, from
+    the dev dependencies) and what it printed."""
+    try:
+        proc.wait(timeout=timeout_s)
+        return
+    except subprocess.TimeoutExpired:
+        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+        dump = subprocess.run([spy, "dump", "--pid", str(proc.pid)], capture_output=True, text=True, check=False)
+        proc.kill()
+        proc.wait()
+    printed = output_path(data_dir).read_text(errors="replace")[-4000:]
+    raise AssertionError(f"still running {timeout_s:g} s after SIGTERM\n{dump.stdout}{dump.stderr}\n{printed}")
+
+
 def start(command: list[str], data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"STABLEGATE_DATA_DIR": str(data_dir)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stablegate", *command, "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with output_path(data_dir).open("ab") as output:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stablegate", *command, "--port", str(port)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -62,7 +82,7 @@ def test_sigterm_stops_the_embedded_server(data_dir: Path, command: list[str]) -
     proc, _ = start(command, data_dir)
     assert server_running(data_dir)
     proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
+    stopped(proc, data_dir)
     assert not server_running(data_dir), "the embedded PostgreSQL outlived its last user"
 
 
@@ -74,5 +94,5 @@ def test_a_killed_user_does_not_keep_the_server_alive(data_dir: Path) -> None:
     assert first.pid in json.loads(pid_file.read_text())
     second, _ = start(["api"], data_dir)
     second.send_signal(signal.SIGTERM)
-    second.wait(timeout=60)
+    stopped(second, data_dir)
     assert not server_running(data_dir)

@@ -4,7 +4,6 @@ real worker run until a condition holds, and endpoints made through the service.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -18,6 +17,7 @@ from sqlalchemy import text
 from stablegate.config import Settings
 from stablegate.db import Database
 from stablegate.jobs.app import run_worker
+from stablegate.kit.tasks import cancel_and_wait
 from stablegate.merchants.service import SCOPES, Principal
 from stablegate.webhooks import service
 from stablegate.webhooks.schemas import WebhookEndpointCreate
@@ -199,9 +199,7 @@ class WorkerRunner:
                 assert time.monotonic() < deadline, "condition not reached in time"
                 await asyncio.sleep(0.02)
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
 
 @pytest.fixture

@@ -76,19 +76,24 @@ class Follower:
     # --- leadership -------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def leading(self, wait: bool = True) -> AsyncIterator[Follower]:
+    async def leading(self, wait: bool = True, stop: asyncio.Event | None = None) -> AsyncIterator[bool]:
         """Hold the chain's advisory lock on a dedicated connection and write through it:
-        losing the connection loses the lock and the ability to write together."""
+        losing the connection loses the lock and the ability to write together. A standby
+        (wait=True) polls for the lock; it yields False if `stop` is set meanwhile, so that
+        a standby watcher stops on SIGTERM like the leader."""
         async with self.db.engine.connect() as conn:
             self._conn = conn
             try:
-                while not await self._try_lead():
+                leads = await self._try_lead()
+                while not leads and not (stop is not None and stop.is_set()):
                     if not wait:
                         raise RuntimeError(f"chain {self.chain.name}: another follower leads")
-                    await asyncio.sleep(STANDBY_POLL_S)
-                metrics.CHAIN_LEADER.labels(self.chain.name).set(1)
-                log.info("chain.leader_acquired", chain=self.chain.name, chain_id=self.chain.chain_id)
-                yield self
+                    await _wait_or_stop(stop, STANDBY_POLL_S)
+                    leads = await self._try_lead()
+                if leads:
+                    metrics.CHAIN_LEADER.labels(self.chain.name).set(1)
+                    log.info("chain.leader_acquired", chain=self.chain.name, chain_id=self.chain.chain_id)
+                yield leads
             finally:
                 metrics.CHAIN_LEADER.labels(self.chain.name).set(0)
                 self._conn = None
@@ -118,16 +123,15 @@ class Follower:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow until `stop` is set; a standby waits for the lock first."""
-        async with self.leading():
-            while not stop.is_set():
+        async with self.leading(stop=stop) as leads:
+            while leads and not stop.is_set():
                 try:
                     processed = await self.step()
                 except RpcError as exc:
                     log.warning("chain.step_failed", chain=self.chain.name, error=str(exc))
                     processed = 0
                 if processed == 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), self.chain.poll_interval_ms / 1000)
+                    await _wait_or_stop(stop, self.chain.poll_interval_ms / 1000)
 
     async def sync(self, max_steps: int = 10_000) -> int:
         """Steps until the follower is at the head (tests, bench, demo); blocks processed."""
@@ -464,6 +468,14 @@ class Follower:
             reorg = Reorg(fork, depth, deep, len(orphaned), len(was_confirmed))
             await repository.record_reorg(session, chain_id, reorg)
         return reorg
+
+
+async def _wait_or_stop(stop: asyncio.Event | None, seconds: float) -> None:
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 def _first_confirmations(rows: Sequence[Stored]) -> list[Stored]:

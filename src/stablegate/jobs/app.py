@@ -71,11 +71,16 @@ def build_app(url: str) -> procrastinate.App:
 
 async def run_worker(url: str, settings: Settings, *, concurrency: int = 4, wait: bool = True, **kwargs: Any) -> None:
     """procrastinate's worker and, when it serves the webhooks queue, the webhook
-    dispatcher beside it (design 0005). wait=False: both stop once nothing is due."""
+    dispatcher beside it (design 0005). wait=False: both stop once nothing is due. A
+    caller that stops it by cancelling uses kit.tasks.cancel_and_wait: one cancel can be
+    lost while the pool opens."""
     Runtime.db = Database.connect(url, settings)
     app = build_app(url)
     try:
-        async with app.open_async(), asyncio.TaskGroup() as group:
+        # Opened and closed by hand, not `async with`: a cancel while the pool opens skips
+        # a context manager's exit and would leave the pool's connections open.
+        await app.open_async()
+        async with asyncio.TaskGroup() as group:
             log.info("worker.started", concurrency=concurrency)
             group.create_task(app.run_worker_async(concurrency=concurrency, wait=wait, **kwargs))
             if webhook_jobs.serves_webhooks(kwargs.get("queues")):
@@ -85,6 +90,7 @@ async def run_worker(url: str, settings: Settings, *, concurrency: int = 4, wait
                 )
                 group.create_task(dispatcher.run(wait=wait))
     finally:
+        await app.close_async()
         await Runtime.database().dispose()
         Runtime.db = None
 
