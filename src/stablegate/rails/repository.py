@@ -9,42 +9,59 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-# Intents arrive as one JSON array (amounts as decimal text: exact at any size).
-_INTENTS_FROM_JSON = """
+from stablegate.db import driver_in_transaction
+from stablegate.observability import tracing
+
+
+def _intents_from_json(parameter: str) -> str:
+    """Intents arrive as one JSON array (amounts as decimal text: exact at any size)."""
+    return f"""
     INSERT INTO rails_intents (id, chain_id, router, token, amount, fee, recipient, fee_recipient, deadline_s,
                                owner_ref, signature)
     SELECT i.id, i.chain_id, i.router, i.token, i.amount, i.fee, i.recipient, i.fee_recipient, i.deadline_s,
            i.owner_ref, i.signature
-    FROM jsonb_to_recordset(CAST(:intents AS jsonb)) AS i(
+    FROM jsonb_to_recordset(CAST({parameter} AS jsonb)) AS i(
         id text, chain_id bigint, router text, token text, amount numeric, fee numeric, recipient text,
         fee_recipient text, deadline_s bigint, owner_ref text, signature text)
-"""
-_INSERT_INTENTS = text(_INTENTS_FROM_JSON)
+    """
+
+
+_INSERT_INTENTS = text(_intents_from_json(":intents"))
 
 
 async def insert_intents(session: AsyncSession, values: Sequence[dict[str, Any]]) -> None:
     await session.execute(_INSERT_INTENTS, {"intents": json.dumps(list(values))})
 
 
-_INSERT_DEPOSIT_AND_INTENTS = text(
-    f"""
+# On the driver connection: it runs for every payment created (POST /v1/payments), where
+# the ORM's per-statement cost counts (design 0004, Performance).
+_INSERT_DEPOSIT_AND_INTENTS = f"""
     WITH deposit AS (
         INSERT INTO rails_deposit_addresses (chain_id, address, salt, factory, owner_ref)
-        VALUES (:chain_id, :address, :salt, :factory, :owner_ref)
+        VALUES ($1, $2, $3, $4, $5)
         ON CONFLICT (chain_id, owner_ref) DO UPDATE SET owner_ref = EXCLUDED.owner_ref
         RETURNING address
-    ), intents AS ({_INTENTS_FROM_JSON})
+    ), intents AS ({_intents_from_json("$6")})
     SELECT address FROM deposit
     """
-)
 
 
 async def insert_deposit_address_and_intents(
     session: AsyncSession, deposit: dict[str, Any], intents: Sequence[dict[str, Any]]
 ) -> str:
     """Both in one round trip (a payment's instructions on one chain); the address as stored."""
-    params = deposit | {"intents": json.dumps(list(intents))}
-    return str((await session.execute(_INSERT_DEPOSIT_AND_INTENTS, params)).scalar_one())
+    driver = await driver_in_transaction(session)
+    with tracing.sql_span(_INSERT_DEPOSIT_AND_INTENTS):
+        address = await driver.fetchval(
+            _INSERT_DEPOSIT_AND_INTENTS,
+            deposit["chain_id"],
+            deposit["address"],
+            deposit["salt"],
+            deposit["factory"],
+            deposit["owner_ref"],
+            json.dumps(list(intents)),
+        )
+    return str(address)
 
 
 async def mark_intent_paid(session: AsyncSession, intent_id: str, observation_id: int, event: dict[str, Any]) -> bool:

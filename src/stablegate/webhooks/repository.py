@@ -12,7 +12,7 @@ import asyncpg
 from sqlalchemy import ARRAY, Row, Text, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from stablegate.db import driver_connection
+from stablegate.db import driver_connection, driver_in_transaction
 from stablegate.kit import pagination
 from stablegate.kit.pagination import Page, PageRequest
 from stablegate.observability import tracing
@@ -26,29 +26,34 @@ NOTIFY_CHANNEL = "stablegate_webhooks"
 # foreign key to it are checked at the end of the statement, when both rows exist. The
 # caller brings one msg_ id per possible endpoint (an account has at most MAX_ENDPOINTS).
 # The deliveries are due now, and the dispatchers are woken (once per transaction).
-_EMIT = text(
-    """
+# On the driver connection: every state change of every payment emits (POST /v1/payments
+# among them), where the ORM's per-statement cost counts (design 0004, Performance).
+_EMIT = """
     WITH event AS (
         INSERT INTO events (id, merchant_id, mode, type, object_id, data)
-        VALUES (:event_id, :merchant_id, :mode, :type, :object_id, CAST(:data AS jsonb))
+        VALUES ($1, $2, $3, $4, $5, CAST($6 AS jsonb))
     ), matching AS (
         SELECT id, row_number() OVER (ORDER BY id) AS n FROM webhook_endpoints
-        WHERE merchant_id = :merchant_id AND mode = :mode AND status = 'enabled' AND deleted_at IS NULL
-          AND (event_types = '{}' OR :type = ANY (event_types) OR '*' = ANY (event_types))
-        ORDER BY id LIMIT cardinality(CAST(:msg_ids AS text[]))
+        WHERE merchant_id = $2 AND mode = $3 AND status = 'enabled' AND deleted_at IS NULL
+          AND (event_types = '{}' OR $4 = ANY (event_types) OR '*' = ANY (event_types))
+        ORDER BY id LIMIT cardinality(CAST($7 AS text[]))
     )
     INSERT INTO webhook_deliveries (id, endpoint_id, event_id, next_attempt_at)
-    SELECT (CAST(:msg_ids AS text[]))[n], id, :event_id, now() FROM matching
+    SELECT (CAST($7 AS text[]))[n], id, $1, now() FROM matching
     RETURNING id, endpoint_id, pg_notify('stablegate_webhooks', '') IS NULL
     """
-).bindparams(bindparam("msg_ids", type_=ARRAY(Text)))
 
 
 async def insert_event_and_deliveries(
     session: AsyncSession, values: dict[str, Any], msg_ids: Sequence[str]
 ) -> list[tuple[str, str]]:
     """(delivery id, endpoint id) for each enabled endpoint that wants this event type."""
-    rows = await session.execute(_EMIT, {**values, "msg_ids": list(msg_ids)})
+    driver = await driver_in_transaction(session)
+    v = values
+    with tracing.sql_span(_EMIT):
+        rows = await driver.fetch(
+            _EMIT, v["event_id"], v["merchant_id"], v["mode"], v["type"], v["object_id"], v["data"], list(msg_ids)
+        )
     return [(row[0], row[1]) for row in rows]
 
 
