@@ -104,10 +104,11 @@ async def _run_background(
     from stablegate.jobs.app import run_worker
     from stablegate.settlement.sender import run as sender_run
 
+    signing = _dev_signing(settings)  # before any task starts: a failure here leaves none running
     worker = asyncio.create_task(run_worker(url, settings, concurrency=2, install_signal_handlers=False))
     chain_db = Database.connect(url, settings)
     follower = asyncio.create_task(follow_forever(chain_db, net.chain, stop))
-    sender = asyncio.create_task(sender_run(url, _dev_signing(settings), [net.chain], None, stop))
+    sender = asyncio.create_task(sender_run(url, signing, [net.chain], None, stop))
     await asyncio.wait({api.task, worker, follower, sender}, return_when=asyncio.FIRST_COMPLETED)
     stop.set()
     await cancel_and_wait(worker)

@@ -61,7 +61,8 @@ async def insert_deposit_address_and_intents(
             deposit["owner_ref"],
             json.dumps(list(intents)),
         )
-    return str(address)
+    assert isinstance(address, str), "the upsert returns its row"
+    return address
 
 
 async def mark_intent_paid(session: AsyncSession, intent_id: str, observation_id: int, event: dict[str, Any]) -> bool:
