@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeAlias
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -85,12 +86,12 @@ async def insert_payment(session: AsyncSession, v: dict[str, Any], options: Sequ
         v["currency"],
         v["currency_scale"],
         v["description"],
-        json.dumps(v["metadata"]),
+        orjson.dumps(v["metadata"]).decode(),
         v["reference"],
         v["success_url"],
         v["cancel_url"],
         v["expires_at"],
-        json.dumps([{k: _json_value(x) for k, x in o.items()} for o in options]),
+        orjson.dumps([{k: _json_value(x) for k, x in o.items()} for o in options]).decode(),
     )
     assert row is not None
     return row

@@ -3,14 +3,12 @@ webhook's `data.object` is byte-for-byte what `GET /v1/payments/{id}` returned t
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from eth_utils.address import to_checksum_address as _to_checksum_address
-
 from stablegate.config import get_settings
+from stablegate.kit.evm import cached_checksum_address, checksum_address
 from stablegate.payments.schemas import (
     ContractInstructions,
     DepositInstructions,
@@ -22,9 +20,6 @@ from stablegate.payments.schemas import (
     major,
 )
 from stablegate.rails.service import SignedIntent
-
-# Tokens, routers and treasuries repeat in every payment; a checksum costs 30 µs.
-to_checksum_address = functools.lru_cache(maxsize=4096)(_to_checksum_address)
 
 _INTENT_KEYS = ("id", "token", "amount", "fee", "recipient", "feeRecipient", "deadline")
 
@@ -50,22 +45,21 @@ def intent_json(signed: SignedIntent) -> dict[str, Any]:
     intent = signed.intent
     values = (intent.token, intent.amount, intent.fee, intent.recipient, intent.fee_recipient, intent.deadline)
     fields = {"id": "0x" + intent.id.hex()} | {
-        key: to_checksum_address(v) if isinstance(v, str) else str(v)
+        key: cached_checksum_address(v) if isinstance(v, str) else str(v)
         for key, v in zip(_INTENT_KEYS[1:], values, strict=True)
     }
     return {
         "intent": fields,
         "signature": "0x" + signed.signature.hex(),
-        "router": to_checksum_address(signed.router),
+        "router": cached_checksum_address(signed.router),
         "chain_id": signed.chain_id,
     }
 
 
 def eip681(chain_id: int, token: str, to: str, units: int) -> str:
     """ERC-20 transfer request (EIP-681): wallets prefill the token, recipient and amount."""
-    return (
-        f"ethereum:{to_checksum_address(token)}@{chain_id}/transfer?address={to_checksum_address(to)}&uint256={units}"
-    )
+    token, to = cached_checksum_address(token), checksum_address(to)
+    return f"ethereum:{token}@{chain_id}/transfer?address={to}&uint256={units}"
 
 
 def _option(o: Mapping[str, Any], received_units: int) -> PaymentOption:
@@ -79,15 +73,13 @@ def _option(o: Mapping[str, Any], received_units: int) -> PaymentOption:
             signature=signed["signature"],
             fee_units=signed["intent"]["fee"],
         )
-    deposit = DepositInstructions(
-        address=to_checksum_address(o["deposit_address"]),
-        uri=eip681(o["chain_id"], o["token"], o["deposit_address"], units),
-    )
+    address = checksum_address(o["deposit_address"])  # one per payment: not worth remembering
+    deposit = DepositInstructions(address=address, uri=eip681(o["chain_id"], o["token"], address, units))
     return PaymentOption(
         chain=o["chain"],
         chain_id=o["chain_id"],
         asset=o["symbol"],
-        token=to_checksum_address(o["token"]),
+        token=cached_checksum_address(o["token"]),
         decimals=decimals,
         quote=Quote(
             amount=major(units, decimals),
@@ -118,7 +110,7 @@ def _receipt(r: Mapping[str, Any], option: Mapping[str, Any], heights: Mapping[i
         tx_hash=r["tx_hash"],
         log_index=r["log_index"],
         block_number=r["block_number"],
-        from_address=to_checksum_address(r["from_address"]),
+        from_address=checksum_address(r["from_address"]),
         amount=major(int(r["amount"]), option["decimals"]),
         amount_units=str(int(r["amount"])),
         status=r["status"],

@@ -7,8 +7,12 @@ anything exists at it; ForwarderFactory.addressOf returns the same address (test
 
 from __future__ import annotations
 
-from eth_utils.address import to_canonical_address, to_checksum_address
-from eth_utils.crypto import keccak
+import functools
+
+from eth_utils.address import to_canonical_address
+
+from stablegate.kit.evm import checksum_address
+from stablegate.kit.evm import keccak256 as keccak
 
 DEPOSIT_SALT_PREFIX = b"stablegate.deposit"
 SALT_BYTES = 32
@@ -33,10 +37,20 @@ def create2_address(deployer: str, salt: bytes, init_code_hash: bytes) -> str:
     """EIP-1014: keccak256(0xff ‖ deployer ‖ salt ‖ keccak256(init_code))[12:], checksummed."""
     if len(salt) != SALT_BYTES or len(init_code_hash) != SALT_BYTES:
         raise ValueError("salt and init code hash must be 32 bytes")
-    digest = keccak(b"\xff" + to_canonical_address(deployer) + salt + init_code_hash)
-    return to_checksum_address(digest[12:])
+    digest = keccak(b"\xff" + _canonical(deployer) + salt + init_code_hash)
+    return checksum_address(digest[12:])
 
 
 def deposit_address(factory: str, implementation: str, salt: bytes) -> str:
     """The checksummed deposit address for `salt` under `factory` (cloning `implementation`)."""
-    return create2_address(factory, salt, keccak(clone_creation_code(implementation)))
+    return create2_address(factory, salt, _clone_code_hash(implementation.lower()))
+
+
+# One factory and one implementation per chain: their bytes and the clone code's hash are
+# remembered rather than derived again for every payment.
+_canonical = functools.lru_cache(maxsize=64)(to_canonical_address)
+
+
+@functools.lru_cache(maxsize=64)
+def _clone_code_hash(implementation: str) -> bytes:
+    return keccak(clone_creation_code(implementation))

@@ -16,7 +16,8 @@ import coincurve
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_utils.address import is_address, to_checksum_address
-from eth_utils.crypto import keccak
+
+from stablegate.kit.evm import keccak256 as keccak
 
 INTENT_ID_PREFIX = b"stablegate.intent"
 ROUTER_DOMAIN_NAME = "Stablegate PaymentRouter"

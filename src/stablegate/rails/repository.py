@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,7 +30,7 @@ _INSERT_INTENTS = text(_intents_from_json(":intents"))
 
 
 async def insert_intents(session: AsyncSession, values: Sequence[dict[str, Any]]) -> None:
-    await session.execute(_INSERT_INTENTS, {"intents": json.dumps(list(values))})
+    await session.execute(_INSERT_INTENTS, {"intents": orjson.dumps(list(values)).decode()})
 
 
 # On the driver connection: it runs for every payment created (POST /v1/payments), where
@@ -59,7 +59,7 @@ async def insert_deposit_address_and_intents(
             deposit["salt"],
             deposit["factory"],
             deposit["owner_ref"],
-            json.dumps(list(intents)),
+            orjson.dumps(list(intents)).decode(),
         )
     assert isinstance(address, str), "the upsert returns its row"
     return address
