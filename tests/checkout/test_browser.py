@@ -136,7 +136,7 @@ def shop() -> Iterator[Shop]:
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
     if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"Chromium not found at {CHROMIUM}: bin/setup installs Debian's chromium package")
+        pytest.fail(f"Chromium not found at {CHROMIUM}: bin/test installs Debian's chromium package")
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(executable_path=CHROMIUM)
         yield launched

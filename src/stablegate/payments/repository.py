@@ -15,10 +15,9 @@ from decimal import Decimal
 from typing import Any, TypeAlias
 
 import orjson
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from stablegate.db import driver_in_transaction
+from stablegate.db import driver_fetchrow, driver_in_transaction
 from stablegate.kit.pagination import Page, PageRequest
 from stablegate.observability import tracing
 
@@ -256,27 +255,28 @@ class MerchantSettings:
     fee_schedules: list[Row]
 
 
-# Through SQLAlchemy on purpose: it is a payment's first statement, and SQLAlchemy sends
-# its BEGIN with it (the driver path would need an extra round trip to begin).
-_MERCHANT_SETTINGS = text(
-    """
+# A read before the payment's transaction begins (it runs on its own, like the key lookup
+# before it): settings are read once per payment, and the transaction's BEGIN then goes
+# with its first write.
+_MERCHANT_SETTINGS = """
     SELECT p.spread_bps, p.accepted,
            coalesce((SELECT jsonb_agg(jsonb_build_array(f.rail, f.asset, f.bps, f.fixed::text, f.minimum::text,
                                                         f.maximum::text))
-                     FROM payment_fee_schedules f WHERE f.merchant_id = :merchant_id AND f.mode = :mode),
+                     FROM payment_fee_schedules f WHERE f.merchant_id = $1 AND f.mode = $2),
                     '[]') AS schedules
-    FROM (SELECT 1) AS one LEFT JOIN payment_profiles p ON p.merchant_id = :merchant_id AND p.mode = :mode
+    FROM (SELECT 1) AS one LEFT JOIN payment_profiles p ON p.merchant_id = $1 AND p.mode = $2
     """
-)
 _SCHEDULE_FIELDS = ("rail", "asset", "bps", "fixed", "minimum", "maximum")
 
 
 async def merchant_settings(session: AsyncSession, merchant_id: str, mode: str) -> MerchantSettings:
     """The merchant's payment profile and fee schedules, in one round trip."""
-    row = (await session.execute(_MERCHANT_SETTINGS, {"merchant_id": merchant_id, "mode": mode})).one()
-    raw = json.loads(row.schedules) if isinstance(row.schedules, str) else row.schedules
+    row = await driver_fetchrow(session, _MERCHANT_SETTINGS, merchant_id, mode)
+    assert row is not None, "the outer join always yields a row"
+    schedules_json = row["schedules"]
+    raw = json.loads(schedules_json) if isinstance(schedules_json, str) else schedules_json
     schedules = [dict(zip(_SCHEDULE_FIELDS, s, strict=True)) for s in raw]
-    return MerchantSettings(row.spread_bps, list(row.accepted or []), schedules)
+    return MerchantSettings(row["spread_bps"], list(row["accepted"] or []), schedules)
 
 
 async def fee_schedules_of(session: AsyncSession, merchant_ids: Sequence[str], mode: str, rail: str) -> list[Row]:

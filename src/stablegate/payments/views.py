@@ -58,7 +58,7 @@ def intent_json(signed: SignedIntent) -> dict[str, Any]:
 
 def eip681(chain_id: int, token: str, to: str, units: int) -> str:
     """ERC-20 transfer request (EIP-681): wallets prefill the token, recipient and amount."""
-    token, to = cached_checksum_address(token), checksum_address(to)
+    token, to = cached_checksum_address(token), cached_checksum_address(to)
     return f"ethereum:{token}@{chain_id}/transfer?address={to}&uint256={units}"
 
 
@@ -73,7 +73,9 @@ def _option(o: Mapping[str, Any], received_units: int) -> PaymentOption:
             signature=signed["signature"],
             fee_units=signed["intent"]["fee"],
         )
-    address = checksum_address(o["deposit_address"])  # one per payment: not worth remembering
+    # Remembered too: a payment shows its one address in every option, and the LRU keeps
+    # the tokens and routers that every payment shows.
+    address = cached_checksum_address(o["deposit_address"])
     deposit = DepositInstructions(address=address, uri=eip681(o["chain_id"], o["token"], address, units))
     return PaymentOption(
         chain=o["chain"],
