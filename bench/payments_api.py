@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.api_overhead import HOST, LOADGEN_CPU, _pin, measure_all, start_server, tenant_key
+from bench.api_overhead import CPU_HEADER, HOST, LOADGEN_CPU, _pin, cpu_columns, measure_all, start_server, tenant_key
 from bench.loadgen import request_factory
 from stablegate import localnet, migrations
 from stablegate.chains import registry
@@ -75,7 +75,7 @@ async def run(args: argparse.Namespace) -> None:
             await asyncio.to_thread(subprocess.Popen, command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             print(f"profiling the server into {out}")
         try:
-            results = await measure_all(port, endpoints(port, key), args)
+            results = await measure_all(port, endpoints(port, key), args, proc.pid)
         finally:
             proc.terminate()
             proc.wait(timeout=15)
@@ -85,9 +85,10 @@ async def run(args: argparse.Namespace) -> None:
 def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
     shape = f"{args.connections} connections, {args.duration:.0f}s × {args.repeats}"
     print(f"payments_api: 1 uvicorn worker, {shape} (medians)")
-    print(f"{'endpoint':32} {'peak rps':>9} {'p50@70%':>9} {'p99@70%':>9} {'errors':>7}")
+    print(f"{'endpoint':32} {'peak rps':>9} {'p50@70%':>9} {'p99@70%':>9} {'errors':>7}  {CPU_HEADER}")
     for name, r in results.items():
-        print(f"{name:32} {r['rps']:9.0f} {r['p50_ms']:8.2f}ms {r['p99_ms']:8.2f}ms {r['errors']:7.0f}")
+        line = f"{name:32} {r['rps']:9.0f} {r['p50_ms']:8.2f}ms {r['p99_ms']:8.2f}ms {r['errors']:7.0f}"
+        print(f"{line}  {cpu_columns(r)}")
     hello = results["hello-world GET /healthz"]["rps"]
     post = results["POST /v1/payments (2 tokens)"]["rps"]
     customers = results["POST /v1/customers"]["rps"]
