@@ -1,8 +1,12 @@
 from __future__ import annotations
 
-from hypothesis import given
+from collections.abc import Callable
+from unittest.mock import patch
+
+from hypothesis import example, given
 from hypothesis import strategies as st
 
+from stablegate.kit import ids as ids_module
 from stablegate.kit.ids import _ALPHABET, _encode, id_timestamp_ms, is_valid_id, new_id, new_ids
 
 
@@ -45,3 +49,29 @@ def test_a_batch_of_ids_is_unique_increasing_and_followed_by_larger_ids(count: i
 def test_encoding_is_big_endian_crockford_base32(value: int) -> None:
     assert len(new_id("x", now_ms=value >> 80)) == 28
     assert _encode(value) == "".join(_ALPHABET[(value >> (5 * i)) & 31] for i in reversed(range(26)))
+
+
+def _fixed_new_id(value: int) -> Callable[[str], str]:
+    """new_id as it behaves when its draw gives `value`: the counter moves to it."""
+
+    def fake(prefix: str) -> str:
+        ids_module._last_value = value
+        return f"{prefix}_{_encode(value)}"
+
+    return fake
+
+
+@given(
+    st.integers(min_value=0, max_value=(1 << 107) - 1),
+    st.integers(min_value=0, max_value=(1 << 20) - 1),
+    st.integers(min_value=1, max_value=3000),
+)
+@example(high=(1 << 107) - 1, low=(1 << 20) - 2, count=5)  # the head carries at the second id
+def test_a_batch_of_ids_encodes_each_value_in_full(high: int, low: int, count: int) -> None:
+    # new_ids encodes an id's head once per 2**20 values: every id must still be the full
+    # encoding of its value, including across a carry into the head.
+    first = (high << 20) | low
+    with patch.object(ids_module, "new_id", _fixed_new_id(first)):
+        batch = new_ids("txn", count)
+    assert batch == [f"txn_{_encode(first + i)}" for i in range(count)]
+    assert ids_module._last_value == first + count - 1
