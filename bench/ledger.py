@@ -203,8 +203,11 @@ async def ledger_setup(url: str, accounts: int) -> tuple[list[int], int]:
 
 
 def random_pair(ids: list[int]) -> tuple[int, int]:
-    debit, credit = random.sample(ids, 2)
-    return debit, credit
+    """Two distinct accounts, uniformly. Not random.sample: at 2.5 µs a pair, drawing a
+    1000-transfer batch's pairs cost the client more than the ledger's own Python did."""
+    first = int(random.random() * len(ids))
+    second = int(random.random() * (len(ids) - 1))
+    return ids[first], ids[second + (second >= first)]
 
 
 def batch_maker(ids: list[int], size: int, hot: int | None = None) -> MakeBatch:

@@ -24,7 +24,8 @@ from stablegate.ledger.errors import BY_CONSTRAINT, BY_SQLSTATE, LedgerError
 from stablegate.ledger.models import LedgerAccount, LedgerAsset, LedgerTransfer
 from stablegate.observability import tracing
 
-_CREATE = text("SELECT ord, transfer_id, public_id, seq, created FROM ledger_create_transfers(CAST(:batch AS jsonb))")
+# Every creating statement selects TransferResult's columns, in its order (service._results).
+_CREATE = text("SELECT transfer_id, public_id, seq, created FROM ledger_create_transfers(CAST(:batch AS jsonb))")
 
 
 def translate(exc: DBAPIError | asyncpg.PostgresError) -> StablegateError | None:
@@ -60,11 +61,11 @@ async def create_transfers(session: AsyncSession, batch: Sequence[dict[str, Any]
     return list(rows.all())
 
 
-_CREATE_SQL = "SELECT ord, transfer_id, public_id, seq, created FROM ledger_create_transfers($1::jsonb)"
+_CREATE_SQL = "SELECT transfer_id, public_id, seq, created FROM ledger_create_transfers($1::jsonb)"
 
 
 _CREATE_ONE_SQL = (
-    "SELECT ord, transfer_id, public_id, seq, created"
+    "SELECT transfer_id, public_id, seq, created"
     " FROM ledger_create_one_transfer($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)"
 )
 
