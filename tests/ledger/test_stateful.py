@@ -196,7 +196,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if not tamper:
             self._go(self._create([original]))  # must change nothing: the invariants check it
             return
-        changed = Transfer(**{**vars(original), "code": original.code + 1})
+        changed = original._replace(code=original.code + 1)
         with pytest.raises(StablegateError) as err:
             self._go(self._create([changed]))
         assert err.value.code == "transfer_exists_with_different_fields"

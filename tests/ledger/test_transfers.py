@@ -153,6 +153,13 @@ BAD: list[tuple[str, Callable[[Book], Transfer], str]] = [
         "invalid_request",
     ),  # type: ignore[arg-type]
     (
+        "metadata not an object",
+        lambda b: Transfer(
+            id="x", debit_account=b.cash.id, credit_account=b.fees.id, asset="USD", amount=1, metadata=["a"]
+        ),
+        "invalid_request",
+    ),  # type: ignore[arg-type]
+    (
         "same account",
         lambda b: Transfer(id="x", debit_account=b.cash.id, credit_account=b.cash.id, asset="USD", amount=1),
         "same_account",
