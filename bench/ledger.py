@@ -255,9 +255,21 @@ async def _ledger_client(db: Database, make: MakeBatch, tag: str, deadline: floa
         run.transfers += len(batch)
 
 
+async def _vacuum_balances(db: Database) -> None:
+    """What pgbench does before each of its runs to its own updated tables (branches and
+    tellers; `-n` would skip it): the ledger's balance rows start each run vacuumed too.
+    The server may have autovacuum off (the PostgreSQL of the machines this project runs
+    on has), and then the dead row versions of every earlier run pile up in front of the
+    later ones."""
+    async with db.engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.exec_driver_sql("VACUUM ledger_accounts")
+
+
 async def ledger_measure(url: str, make: MakeBatch, tag: str, clients: int, duration_s: float) -> Run:
     db = Database.connect(url, Settings(db_pool_size=clients, db_max_overflow=0))
     try:
+        await _vacuum_balances(db)
         await _warm(db, clients)
         run = Run(transfers=0, elapsed_s=0.0)
         started, cpu_started = time.perf_counter(), time.process_time()
