@@ -48,7 +48,7 @@ class Transfer(NamedTuple):
     from it, and `amount` (post only) may be less than reserved: the rest is released.
 
     A named tuple, immutable like the frozen dataclass it was, for its cost: a frozen
-    dataclass's ten fields took 1.8 us to build, and a caller builds one per transfer."""
+    dataclass's ten fields took 1.8 µs to build, and a caller builds one per transfer."""
 
     id: str
     debit_account: int | None = None
