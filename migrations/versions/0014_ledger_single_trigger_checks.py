@@ -17,9 +17,9 @@ function, each a statement less per call:
   would visit rows in their physical order).
 - The result row is returned from variables, not from a query.
 
-pgbench driving the function, 8 clients, rounds alternating with the 0011 function: the
-read alone, 2838-3095 -> 3071-3554 calls/s (four rounds); all three, 14 674 -> 16 852
-calls summed over six 5 s rounds (+15 %).
+pgbench driving the function, 8 clients, alternating rounds: the read alone against the
+0011 function, 2838-3095 -> 3071-3554 calls/s (four 6 s rounds); the other two against
+the function without the read, 14 674 -> 16 852 calls summed over six 5 s rounds (+15 %).
 
 What a caller sees changes in one case only, as it did for batches in 0013: an unknown
 account named by a transfer that replays a stored id is reported as the replay's
