@@ -33,6 +33,12 @@ FORBIDDEN = [
     ("http://192.168.1.1/", "private"),
     ("http://[fd12:3456::1]/", "private"),  # unique local
     ("http://169.254.169.254/latest/meta-data/", "metadata"),
+    ("http://2852039166/", "metadata"),  # the cloud metadata address, decimal
+    ("http://0xa9fea9fe/", "metadata"),  # hex
+    ("http://0251.0376.0251.0376/", "metadata"),  # octal
+    ("http://169.254.43518/", "metadata"),  # short form
+    ("http://[::ffff:169.254.169.254]/", "metadata"),  # IPv4-mapped IPv6
+    ("http://127.0.0.1./", "loopback"),  # fully qualified: the same address
     ("http://[fd00:ec2::254]/", "metadata"),
     ("http://169.254.1.1/", "link_local"),
     ("http://[fe80::1]/", "link_local"),
@@ -93,6 +99,29 @@ async def test_refused_before_any_connection(listener: list[str]) -> None:
 async def test_malformed_urls_are_refused(url: str) -> None:
     with pytest.raises(UnsafeDestination):
         await ssrf.check_url(url)
+
+
+@pytest.mark.parametrize("host", ["1.2.3.4.5", "example.0x", "256.256.256.256", "0x100000000"])
+async def test_hosts_ending_in_a_bad_number_are_refused(host: str) -> None:
+    """What ends in a number is an address or nothing: never looked up as a name."""
+    with pytest.raises(UnsafeDestination) as err:
+        await ssrf.check_url(f"https://{host}/")
+    assert err.value.reason in ("bad_host", "bad_url"), str(err.value)
+
+
+@pytest.mark.parametrize("host", ["cafe.cafe", "abc.de", "bad.be", "dead.beef.ad", "0x7f.example"])
+async def test_names_of_hex_letters_are_names(host: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Labels made of hex letters are still a name: looked up, and checked by their answer."""
+    looked_up: list[str] = []
+
+    async def getaddrinfo(name: str, *_args: object, **_kwargs: object) -> list[tuple[object, ...]]:
+        looked_up.append(name)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 443))]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
+    destination = await ssrf.check_url(f"https://{host}/hooks")
+    assert (destination.host, str(destination.ip)) == (host, "93.184.216.34")
+    assert looked_up == [host]
 
 
 async def test_public_addresses_pass_and_keep_their_name() -> None:

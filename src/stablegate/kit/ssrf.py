@@ -21,9 +21,11 @@ import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_URL_CHARS = 2048
-# Hosts made only of these characters are numbers to libc in some form (decimal, hex,
-# octal, shortened dotted forms): parse them as libc would, never as names.
-NUMERIC_HOST = re.compile(r"^[0-9a-fA-FxX.]+$")
+# A host whose last label is a number (decimal, or hex after 0x) is an IPv4 address in
+# some form to libc and to browsers (the WHATWG URL "ends in a number" rule): decimal,
+# hex, octal, shortened dotted forms. Such hosts are parsed as libc would, never looked
+# up as names; any other host is a name, "cafe.cafe" and "abc.de" included.
+NUMERIC_LABEL = re.compile(r"^(?:[0-9]+|0[xX][0-9a-fA-F]*)$")
 METADATA = (ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"))
 CGNAT = ipaddress.ip_network("100.64.0.0/10")
 # IPv6 prefixes that embed an IPv4 address the packet may end up at.
@@ -87,9 +89,10 @@ def literal_ip(host: str) -> IPAddress | None:
         return ipaddress.ip_address(bare.split("%", 1)[0])
     except ValueError:
         pass
-    if NUMERIC_HOST.match(bare):
+    dotless = bare.removesuffix(".")  # a fully qualified "127.0.0.1." is the same address
+    if NUMERIC_LABEL.match(dotless.rpartition(".")[2]):
         try:  # inet_aton speaks the legacy forms: 2130706433, 0x7f000001, 0177.0.0.1, 127.1
-            return ipaddress.IPv4Address(socket.inet_aton(bare))
+            return ipaddress.IPv4Address(socket.inet_aton(dotless))
         except OSError:
             raise UnsafeDestination("bad_host", f"{host!r} is neither a name nor an address") from None
     return None
