@@ -177,10 +177,11 @@ async def test_schedule_exhausted_fails_the_delivery(
 ) -> None:
     await make_endpoint(db, tenant, receiver.url("/down", Reply(503)))
     event_id = await emit(db, tenant)
-    await worker.until(lambda: settled(db, event_id), worker_settings(webhook_schedule_scale=0.00002))
+    # ~75.5 h of schedule in ~3 s.
+    await worker.until(lambda: settled(db, event_id), worker_settings(webhook_schedule_scale=0.00001))
     [delivery] = await delivery_rows(db, event_id)
-    assert delivery.status == "failed" and delivery.attempts == 8 and delivery.next_attempt_at is None
-    assert len(receiver.to("/down")) == 8
+    assert delivery.status == "failed" and delivery.attempts == 10 and delivery.next_attempt_at is None
+    assert len(receiver.to("/down")) == 10
 
 
 async def test_five_days_of_failures_disable_the_endpoint(

@@ -15,12 +15,14 @@ NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 
 
 def test_schedule_is_the_standard_webhooks_one() -> None:
-    assert schedule.RETRY_DELAYS_S == (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
-    mid = [schedule.next_delay_s(n, 500, None, lambda: 0.5) for n in range(1, 9)]
-    assert mid == [5, 300, 1800, 7200, 18000, 36000, 36000, None]
+    assert schedule.RETRY_DELAYS_S == (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+    mid = [schedule.next_delay_s(n, 500, None, lambda: 0.5) for n in range(1, 11)]
+    assert mid == [5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400, None]
+    # The spec's table: the last attempt 75 h 35 min 5 s after the first.
+    assert sum(schedule.RETRY_DELAYS_S) == 75 * 3600 + 35 * 60 + 5
 
 
-@given(attempts=st.integers(1, 7), r=st.floats(0, 1))
+@given(attempts=st.integers(1, 9), r=st.floats(0, 1))
 def test_jitter_stays_within_20_percent(attempts: int, r: float) -> None:
     delay_s = schedule.next_delay_s(attempts, None, None, lambda: r)
     base = schedule.RETRY_DELAYS_S[attempts]
@@ -75,7 +77,7 @@ def test_retry_after_is_honoured_for_429_and_5xx_only_and_capped() -> None:
         delay_s = schedule.next_delay_s(1, 429, 40, lambda r=r: r)
         assert delay_s is not None and 40 <= delay_s <= 48
     # The last attempt has no successor, Retry-After or not.
-    assert schedule.next_delay_s(8, 429, 40, no_jitter) is None
+    assert schedule.next_delay_s(10, 429, 40, no_jitter) is None
 
 
 def test_disable_rule() -> None:

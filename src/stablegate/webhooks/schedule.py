@@ -14,8 +14,20 @@ import random
 from collections.abc import Callable
 
 # Delay before attempt n+1 (index n) after attempt n failed; the first attempt is
-# immediate. Eight attempts in all, spread over ~27 h.
-RETRY_DELAYS_S: tuple[int, ...] = (0, 5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 10 * 3600)
+# immediate. The spec's example schedule: ten attempts in all, the last ~75.5 h after
+# the first (the "multiple days" the spec recommends).
+RETRY_DELAYS_S: tuple[int, ...] = (
+    0,
+    5,
+    5 * 60,
+    30 * 60,
+    2 * 3600,
+    5 * 3600,
+    10 * 3600,
+    14 * 3600,
+    20 * 3600,
+    24 * 3600,
+)
 MAX_ATTEMPTS = len(RETRY_DELAYS_S)
 JITTER = 0.2  # ±20 %: spreads a burst of failures so retries do not arrive as one wave
 # A Retry-After may push an attempt later than the schedule, but not beyond twice the
