@@ -220,6 +220,133 @@ async def test_bad_transfers_write_nothing(
     assert await snapshot(db, book) == before
 
 
+def hold(book: Book, tid: str, amount: int, timeout_s: int | None = None) -> Transfer:
+    """The merchant's funds reserved (a pending payout)."""
+    return Transfer(
+        id=tid,
+        debit_account=book.merchant.id,
+        credit_account=book.cash.id,
+        asset="USD",
+        amount=amount,
+        kind="pending",
+        timeout_s=timeout_s,
+    )
+
+
+# Whole batches that must be refused with nothing written, through both entry points.
+BAD_BATCHES: list[tuple[str, Callable[[Book], list[Transfer]], str]] = [
+    # An id twice is a replay of its first occurrence only with the same fields.
+    (
+        "an id twice, other amount",
+        lambda b: [pay(b, "twice", 10), pay(b, "fresh", 1), pay(b, "twice", 20)],
+        "transfer_exists_with_different_fields",
+    ),
+    (
+        "an id twice, other metadata",
+        lambda b: [pay(b, "twice", 10), pay(b, "twice", 10)._replace(metadata={"order": "2"})],
+        "transfer_exists_with_different_fields",
+    ),
+    (
+        "an id twice in a two-phase batch",
+        lambda b: [hold(b, "twice", 10), Transfer(id="twice", kind="void", pending_id="twice")],
+        "transfer_exists_with_different_fields",
+    ),
+    (
+        "a stored id with other fields among new transfers",
+        lambda b: [pay(b, "fresh", 10), pay(b, f"seed-{b.cash.id}", 499), pay(b, "fresh2", 10)],
+        "transfer_exists_with_different_fields",
+    ),
+    (
+        "a closed account among open ones",
+        lambda b: [
+            pay(b, "fresh", 10),
+            Transfer(id="to-closed", debit_account=b.cash.id, credit_account=b.fees.id, asset="USD", amount=1),
+        ],
+        "account_closed",
+    ),
+]
+
+
+@pytest.mark.parametrize("standalone", [False, True], ids=["in a session", "ledger.post"])
+@pytest.mark.parametrize(("label", "make", "code"), BAD_BATCHES, ids=[b[0] for b in BAD_BATCHES])
+async def test_bad_batches_write_nothing(
+    db: Database, book: Book, label: str, make: Callable[[Book], list[Transfer]], code: str, standalone: bool
+) -> None:
+    await post(db, pay(book, f"seed-{book.cash.id}", 500))
+    async with db.session() as session:
+        await ledger.close_account(session, book.fees.id)
+    before = await snapshot(db, book)
+    send = ledger.post(db, make(book)) if standalone else post(db, *make(book))
+    with pytest.raises(StablegateError) as err:
+        await send
+    assert err.value.code == code, err.value.message
+    assert await snapshot(db, book) == before
+
+
+async def test_resolving_a_voided_or_expired_pending_writes_nothing(db: Database, book: Book) -> None:
+    k = book.cash.id
+    await post(db, pay(book, f"fund-{k}", 1000))
+    await post(db, hold(book, f"v-{k}", 100), Transfer(id=f"v-void-{k}", kind="void", pending_id=f"v-{k}"))
+    await post(db, hold(book, f"e-{k}", 100, timeout_s=1))
+    await asyncio.sleep(1.1)
+    before = await snapshot(db, book)
+    refusals = [
+        (Transfer(id=f"v-post-{k}", kind="post", pending_id=f"v-{k}"), "pending_transfer_already_resolved"),
+        (Transfer(id=f"v-void2-{k}", kind="void", pending_id=f"v-{k}"), "pending_transfer_already_resolved"),
+        (Transfer(id=f"e-post-{k}", kind="post", pending_id=f"e-{k}", amount=10), "pending_transfer_expired"),
+    ]
+    for transfer, code in refusals:
+        for standalone in (False, True):
+            with pytest.raises(StablegateError) as err:
+                await (ledger.post(db, [transfer]) if standalone else post(db, transfer))
+            assert err.value.code == code, (transfer.id, err.value.message)
+    assert await snapshot(db, book) == before
+
+
+async def test_an_account_holding_pending_transfers_cannot_be_closed(db: Database, book: Book) -> None:
+    """Closed, it would refuse their release: the reservation could never be posted,
+    voided or expired (and the expiry job would fail on it every minute)."""
+    k = book.cash.id
+    await post(db, pay(book, f"fund-{k}", 1000))
+    await post(db, hold(book, f"h-{k}", 100, timeout_s=60))
+    for account in (book.merchant, book.cash):  # the debit and the credit side of the pending
+        with pytest.raises(StablegateError) as err:
+            async with db.session() as session:
+                await ledger.close_account(session, account.id)
+        assert err.value.code == "account_has_pending_transfers"
+    with pytest.raises(DBAPIError) as raw:  # from SQL too
+        async with db.session() as session:
+            await session.execute(text("UPDATE ledger_accounts SET closed_at = now() WHERE id = :id"), {"id": k})
+    assert "holds pending transfers" in str(raw.value)
+    await post(db, Transfer(id=f"h-void-{k}", kind="void", pending_id=f"h-{k}"))
+    async with db.session() as session:
+        await ledger.close_account(session, book.merchant.id)
+        await ledger.close_account(session, book.merchant.id)  # closing twice is fine
+    with pytest.raises(StablegateError) as err:
+        await post(db, hold(book, f"h2-{k}", 1))
+    assert err.value.code == "account_closed"
+
+
+async def test_credits_must_not_exceed_debits(db: Database, book: Book) -> None:
+    """The other flag: an asset account that may not be credited beyond what it holds."""
+    async with db.session() as session:
+        vault = await ledger.open_account(
+            session, f"t:vault:{book.cash.id}", "USD", "asset", flags=ledger.FLAG_CREDITS_MUST_NOT_EXCEED_DEBITS
+        )
+    k = book.cash.id
+    fill = Transfer(id=f"vf-{k}", debit_account=vault.id, credit_account=book.fees.id, asset="USD", amount=100)
+    await post(db, fill)
+    before = await snapshot(db, book)
+    drain = Transfer(id=f"vd-{k}", debit_account=book.cash.id, credit_account=vault.id, asset="USD", amount=101)
+    with pytest.raises(StablegateError) as err:
+        await post(db, drain)
+    assert err.value.code == "exceeds_debits"
+    assert await snapshot(db, book) == before
+    await post(db, drain._replace(amount=100))
+    async with db.session() as session:
+        assert (await ledger.balance(session, vault.id)).debits_posted == 100
+
+
 async def test_more_than_reserved_and_reuse_with_other_fields(db: Database, book: Book) -> None:
     k = book.cash.id
     await post(db, pay(book, f"f-{k}", 1000))

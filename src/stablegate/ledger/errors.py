@@ -1,5 +1,5 @@
 """Ledger errors: every refusal has a stable code; SQLSTATEs of class LG come from the
-posting functions and triggers of migrations 0003 and 0004."""
+posting functions and triggers of migrations 0003, 0004 and 0016."""
 
 from __future__ import annotations
 
@@ -21,6 +21,11 @@ class AssetMismatch(LedgerError):
 
 class AccountClosed(LedgerError):
     code = "account_closed"
+
+
+class AccountHasPending(Conflict):
+    type = "ledger_error"
+    code = "account_has_pending_transfers"
 
 
 class ExceedsCredits(LedgerError):
@@ -69,13 +74,14 @@ class AccountPermanent(StablegateError):
     code = "account_permanent"
 
 
-# SQLSTATE raised by migrations 0003 and 0004 -> error class
+# SQLSTATE raised by migrations 0003, 0004 and 0016 -> error class
 BY_SQLSTATE: dict[str, type[StablegateError]] = {
     "LG001": AppendOnly,
     "LG010": AccountNotFound,
     "LG011": AssetMismatch,
     "LG012": AccountClosed,
     "LG013": AccountPermanent,
+    "LG014": AccountHasPending,
     "LG020": TransferExists,
     "LG021": PendingNotFound,
     "LG022": PendingAlreadyResolved,

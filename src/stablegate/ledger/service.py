@@ -22,7 +22,7 @@ from stablegate.db import MAX_ATTEMPTS, RETRYABLE_SQLSTATES, Database
 from stablegate.kit.ids import new_id, new_ids
 from stablegate.kit.pagination import Page, PageRequest
 from stablegate.ledger import repository
-from stablegate.ledger.errors import AccountNotFound, LedgerError
+from stablegate.ledger.errors import AccountNotFound, LedgerError, TransferExists
 from stablegate.ledger.models import LedgerAccount, LedgerAsset, LedgerTransfer
 
 log = structlog.get_logger(__name__)
@@ -192,8 +192,17 @@ async def get_account(session: AsyncSession, account_id: int) -> LedgerAccount:
 
 
 async def close_account(session: AsyncSession, account_id: int) -> None:
+    """Close the account (idempotent): it refuses transfers from then on. An account that
+    still holds pending transfers is refused (`account_has_pending_transfers`): once
+    closed, their reservations could be neither posted, voided nor expired."""
     await get_account(session, account_id)
-    await repository.close_account(session, account_id)
+    try:
+        await repository.close_account(session, account_id)
+    except DBAPIError as exc:
+        translated = repository.translate(exc)
+        if translated is None:
+            raise
+        raise translated from None
 
 
 def _validated(transfers: Sequence[Transfer]) -> list[dict[str, Any]]:
@@ -201,7 +210,30 @@ def _validated(transfers: Sequence[Transfer]) -> list[dict[str, Any]]:
     random draw (`new_ids`): a 1000-transfer batch spent 2.6 ms drawing them one by one."""
     if not 1 <= len(transfers) <= MAX_BATCH:
         raise LedgerError(f"A batch holds 1 to {MAX_BATCH} transfers.", param="transfers")
-    return [_validate(t, public_id) for t, public_id in zip(transfers, new_ids("txn", len(transfers)), strict=True)]
+    batch = [_validate(t, public_id) for t, public_id in zip(transfers, new_ids("txn", len(transfers)), strict=True)]
+    if len({t["id"] for t in batch}) != len(batch):
+        _check_repeated_ids(batch)
+    return batch
+
+
+def _check_repeated_ids(batch: Sequence[dict[str, Any]]) -> None:
+    """An id may repeat within a batch only as an exact replay of its first occurrence
+    (answered `created=False`, like a replay of a stored transfer). The database would
+    answer a repeat with other fields as a replay too, and keep only the first, so that
+    is refused here, before anything is written."""
+    first: dict[str, dict[str, Any]] = {}
+    for position, transfer in enumerate(batch):
+        earlier = first.setdefault(transfer["id"], transfer)
+        if earlier is not transfer and _fields(earlier) != _fields(transfer):
+            raise TransferExists(
+                f"Transfer id {transfer['id']!r} appears twice in this batch with different fields"
+                f" (again at position {position}).",
+                param="id",
+            )
+
+
+def _fields(transfer: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in transfer.items() if k != "public_id"}
 
 
 def _validate(transfer: Transfer, public_id: str) -> dict[str, Any]:
