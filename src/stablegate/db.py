@@ -97,6 +97,16 @@ async def driver_fetchrow(session: AsyncSession, sql: str, *args: Any, outside_t
         return await driver.fetchrow(sql, *args)
 
 
+async def before_retry(state: str | None, attempt: int) -> None:
+    """Count and log a transaction aborted by a deadlock or serialization failure, then
+    wait a jittered, exponentially growing delay (attempt 0 is the first failure), so
+    that the aborted transactions do not collide again at once."""
+    log.info("db.retry", sqlstate=state, attempt=attempt + 1)
+    metrics.DB_RETRIES.labels(state or "unknown").inc()
+    delay_s = min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2**attempt)
+    await asyncio.sleep(delay_s * random.random())  # noqa: S311
+
+
 def sqlstate(exc: DBAPIError) -> str | None:
     """The SQLSTATE of the driver error behind a SQLAlchemy DBAPIError."""
     cause = exc.orig.__cause__ if exc.orig is not None else None
@@ -218,10 +228,7 @@ class Database:
             except DBAPIError as exc:
                 if sqlstate(exc) not in RETRYABLE_SQLSTATES or attempt + 1 == max_attempts:
                     raise
-                log.info("db.retry", sqlstate=sqlstate(exc), attempt=attempt + 1)
-                metrics.DB_RETRIES.labels(sqlstate(exc)).inc()
-                delay_s = min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2**attempt)
-                await asyncio.sleep(delay_s * random.random())  # noqa: S311
+                await before_retry(sqlstate(exc), attempt)
         raise AssertionError("unreachable")
 
     async def dispose(self) -> None:

@@ -18,7 +18,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from stablegate.db import MAX_ATTEMPTS, RETRYABLE_SQLSTATES, Database
+from stablegate.db import MAX_ATTEMPTS, RETRYABLE_SQLSTATES, Database, before_retry
 from stablegate.kit.ids import new_id, new_ids
 from stablegate.kit.pagination import Page, PageRequest
 from stablegate.ledger import repository
@@ -327,8 +327,10 @@ async def create_transfers(
 
 async def post(db: Database, transfers: Sequence[Transfer]) -> list[TransferResult]:
     """Create a linked batch as a transaction of its own (one round trip), for callers with
-    nothing else to commit alongside. A deadlock cannot happen within one call (accounts
-    are locked in id order); should the server still abort it, it is retried."""
+    nothing else to commit alongside. Two calls never deadlock with each other (accounts
+    are locked in id order), but one can with a caller's multi-statement transaction that
+    locks in another order; an abort by a deadlock or a serialization failure is retried
+    here, with the backoff of `Database.retrying`, and never surfaces."""
     batch = _validated(transfers)
     for attempt in range(MAX_ATTEMPTS):
         try:
@@ -336,6 +338,7 @@ async def post(db: Database, transfers: Sequence[Transfer]) -> list[TransferResu
             break
         except asyncpg.PostgresError as exc:
             if exc.sqlstate in RETRYABLE_SQLSTATES and attempt + 1 < MAX_ATTEMPTS:
+                await before_retry(exc.sqlstate, attempt)
                 continue
             translated = repository.translate(exc)
             if translated is None:
