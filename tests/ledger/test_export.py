@@ -63,6 +63,45 @@ async def test_export_passes_bean_check(db: Database, seed: int) -> None:
     path.unlink()
 
 
+def _bean_check(path: Path) -> None:
+    result = subprocess.run([str(BEAN_CHECK), str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+async def test_export_is_one_snapshot_while_transfers_commit(db: Database, tmp_path: Path) -> None:
+    """A transfer committed after the export read the accounts but before it streamed the
+    journal is in neither: the closing balances still match the transactions. Ids and
+    labels with quotes, backslashes and line breaks, and a long token code, stay valid."""
+    async with db.session() as s:
+        await ledger.define_asset(s, "USD", 2)
+        await ledger.define_asset(
+            s, "USDC.arbitrum-one-sepolia", 6, chain_id=421614, contract="0x75faf114eafb1bdbe2f0316df893fd58ce46aa4d"
+        )
+        a = await ledger.open_account(s, "snap:a", "USD", "asset")
+        b = await ledger.open_account(s, "snap:b", "USD", "liability")
+        c = await ledger.open_account(s, "snap:c", "USDC.arbitrum-one-sepolia", "asset")
+        d = await ledger.open_account(s, "snap:d", "USDC.arbitrum-one-sepolia", "equity")
+        nasty = Transfer('snap\\"1\\', a.id, b.id, "USD", 100, metadata={"type": 'refund "x" \\\nlate'})
+        await ledger.create_transfers(s, [nasty, Transfer("snap-2", c.id, d.id, "USDC.arbitrum-one-sepolia", 5)])
+    path = tmp_path / "snapshot.beancount"
+    async with db.session() as s:
+        lines = export.beancount(s)
+        with path.open("w") as out:
+            out.write(await anext(lines))  # the accounts and their balances are read by now
+            await ledger.post(db, [Transfer("snap-late", a.id, b.id, "USD", 7)])
+            async for line in lines:
+                out.write(line)
+    written = path.read_text()
+    assert "snap-late" not in written and "snap/'1/" in written
+    _bean_check(path)
+    async with db.session() as s:  # a later export has it, and still adds up
+        with path.open("w") as out:
+            async for line in export.beancount(s):
+                out.write(line)
+    assert "snap-late" in path.read_text()
+    _bean_check(path)
+
+
 def test_names_and_quantities() -> None:
     assert export.quantity(12345, 2) == "123.45"
     assert export.quantity(1, 18) == "0.000000000000000001"

@@ -10,7 +10,7 @@ import datetime as dt
 import re
 from collections.abc import AsyncIterator
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -42,8 +42,21 @@ def quantity(amount: int, scale: int) -> str:
     return f"{'-' if amount < 0 else ''}{whole}.{fraction:0{scale}d}"
 
 
+def _string(value: str) -> str:
+    """A beancount string's contents: its quote and escape characters and line breaks
+    would end or break the string, so they become harmless look-alikes."""
+    return value.replace("\\", "/").replace('"', "'").replace("\n", " ").replace("\r", " ")
+
+
 async def beancount(session: AsyncSession) -> AsyncIterator[str]:
-    """Yield the export line by line (bounded memory: the journal is read in chunks)."""
+    """Yield the export line by line (bounded memory: the journal is read in chunks).
+
+    `session` must not have begun its transaction: the export reads the accounts and then
+    streams the journal in one REPEATABLE READ snapshot, so a transfer committed meanwhile
+    appears in neither (at READ COMMITTED it would be in the journal but not in the closing
+    balances, and bean-check would fail)."""
+    assert not session.in_transaction(), "the export's snapshot begins its transaction"
+    await session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
     assets = {a.code: a.scale for a in await session.scalars(select(LedgerAsset))}
     accounts = {a.id: a for a in await session.scalars(select(LedgerAccount).order_by(LedgerAccount.id))}
     yield 'option "title" "Stablegate ledger export"\n'
@@ -77,11 +90,11 @@ async def _transactions(
         day = t.created_at.date()
         amount = quantity(int(t.amount), assets[t.asset])
         unit = commodity(t.asset)
-        label = str((t.metadata_ or {}).get("type", t.kind)).replace('"', "'")
+        label = _string(str((t.metadata_ or {}).get("type", t.kind)))
         yield (
             (
                 f'\n{day} * "{label}" "{t.public_id}"\n'
-                f'  transfer_id: "{t.id.replace(chr(34), chr(39))}"\n'
+                f'  transfer_id: "{_string(t.id)}"\n'
                 f"  {account_name(accounts[t.debit_account])}  {amount} {unit}\n"
                 f"  {account_name(accounts[t.credit_account])}  -{amount} {unit}\n"
             ),
