@@ -3,9 +3,11 @@ both rails, under/over/partial payments, late money, reorgs, and replays."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import pytest
+from sqlalchemy import text
 
 from stablegate.chains.follower import Follower
 from stablegate.db import Database
@@ -145,6 +147,39 @@ async def test_money_after_expiry_is_credited_and_flagged_late(
     assert (late.status, late.paid, late.late, late.receipts[0].late) == ("expired", "exact", True, True)
     assert await balances(db, tenant) == {"USDC.local": (3 * USDC - 30_000, 0)}
     assert await event_types(db, payment.id) == ["payment.created", "payment.expired", "payment.paid_late"]
+
+
+async def _set_expiry(db: Database, payment_id: str, sql_time: str) -> None:
+    """Move the payment's expiry (the expiry job is not run: only the chain decides)."""
+    async with db.session() as session:
+        await session.execute(text(f"UPDATE payments SET expires_at = {sql_time} WHERE id = :id"), {"id": payment_id})
+
+
+async def test_money_mined_after_expiry_is_late_before_the_expiry_job_runs(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
+) -> None:
+    """Lateness is the block's time against the expiry, not whether the job has run."""
+    payment = await create(db, principal, ctx, amount="3")
+    await _set_expiry(db, payment.id, "now() - interval '5 seconds'")
+    pay_transfer(chain, payment, 3 * USDC)
+    await confirm(chain, follower)
+    late = await fetch(db, principal, payment.id)
+    assert (late.status, late.paid, late.late, late.receipts[0].late) == ("expired", "exact", True, True)
+    assert await balances(db, tenant) == {"USDC.local": (3 * USDC - 30_000, 0)}
+    assert await event_types(db, payment.id) == ["payment.created", "payment.expired", "payment.paid_late"]
+
+
+async def test_money_mined_before_expiry_and_followed_after_it_is_on_time(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
+) -> None:
+    payment = await create(db, principal, ctx, amount="3")
+    pay_transfer(chain, payment, 3 * USDC)  # mined now; the follower has not read it yet
+    await asyncio.sleep(1.1)  # block times are whole seconds
+    await _set_expiry(db, payment.id, "now()")
+    await confirm(chain, follower)
+    paid = await fetch(db, principal, payment.id)
+    assert (paid.status, paid.paid, paid.late, paid.receipts[0].late) == ("succeeded", "exact", False, False)
+    assert await event_types(db, payment.id) == ["payment.created", "payment.processing", "payment.succeeded"]
 
 
 async def test_a_reorg_that_orphans_a_seen_payment_reverses_its_pending_posting(

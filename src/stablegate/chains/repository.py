@@ -69,6 +69,13 @@ async def cursor(session: AsyncSession, chain_id: int) -> Cursor | None:
     return Cursor(rows[0]["block_number"], rows[0]["block_hash"]) if rows else None
 
 
+async def block_timestamp_s(session: AsyncSession, chain_id: int, number: int) -> int | None:
+    rows = await _fetch(
+        session, "SELECT timestamp_s FROM chain_blocks WHERE chain_id = $1 AND number = $2", chain_id, number
+    )
+    return int(rows[0]["timestamp_s"]) if rows else None
+
+
 async def heights(session: AsyncSession, chain_ids: Sequence[int]) -> dict[int, int]:
     rows = await _fetch(
         session, "SELECT chain_id, block_number FROM chain_cursors WHERE chain_id = ANY($1)", list(chain_ids)

@@ -8,6 +8,7 @@ succeeds, the event and its effects commit together.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -87,6 +88,14 @@ async def watch_address(session: AsyncSession, chain_id: int, address: str, owne
     """Count token transfers to `address` from now on (in the caller's transaction: the
     address must be committed before anyone is shown it, see design 0003)."""
     await repository.watch(session, chain_id, address, owner_ref)
+
+
+async def block_time(session: AsyncSession, chain_id: int, block_number: int) -> dt.datetime | None:
+    """When a followed block was mined (its header's timestamp). Every block of a range is
+    stored before the range's events are published, so a handler finds its event's block;
+    None for a block the follower has not stored (or has dropped in a reorg)."""
+    timestamp_s = await repository.block_timestamp_s(session, chain_id, block_number)
+    return None if timestamp_s is None else dt.datetime.fromtimestamp(timestamp_s, dt.UTC)
 
 
 async def followed_heights(session: AsyncSession, chain_ids: Sequence[int]) -> dict[int, int]:

@@ -35,6 +35,8 @@ async def _handle(session: AsyncSession, event: ChainEvent) -> None:
     if option is None:
         return
     payment = await repository.lock(session, option["payment_id"])
+    if event.kind == "seen":
+        payment = await _expired_by_chain_time(session, event, payment)
     receipt = await repository.receipt(session, event.observation_id)
     handler = _HANDLERS[event.kind]
     changed, needs_review = await handler(session, event, payment, option, receipt)
@@ -50,6 +52,20 @@ async def _handle(session: AsyncSession, event: ChainEvent) -> None:
             generation=event.generation,
         )
         await service.refresh(session, payment, needs_review=needs_review)
+
+
+async def _expired_by_chain_time(session: AsyncSession, event: ChainEvent, payment: Any) -> Any:
+    """Money mined at or after the payment's expiry is late, whether or not the expiry
+    job has run yet: an open payment past its expiry by the block's time expires first
+    (as the job would have done), so the receipt below counts as late. Without this, money
+    arriving in the minute before the job's next run was taken as on time."""
+    if payment["status"] != "requires_payment":
+        return payment
+    mined_at = await chains.block_time(session, event.chain_id, event.block_number)
+    if mined_at is None or mined_at < payment["expires_at"]:
+        return payment
+    log.info("payment.expired_by_chain_time", payment_id=payment["id"], tx_hash=event.tx_hash)
+    return await service.expire_locked(session, payment)
 
 
 async def _option(session: AsyncSession, event: ChainEvent) -> Any:

@@ -494,6 +494,12 @@ async def expire_due(session: AsyncSession, now: dt.datetime | None = None) -> i
     return len(rows)
 
 
+async def expire_locked(session: AsyncSession, row: Any) -> Any:
+    """Expire the locked payment `row` now (it is past its expiry); the updated row."""
+    await _apply(session, row, Expire())
+    return await repository.lock(session, row["id"])
+
+
 async def _apply(session: AsyncSession, row: Any, happening: Expire | Cancel) -> Payment:
     state = _state(row, due=1)
     new, events = transition(state, happening)
