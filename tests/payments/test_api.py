@@ -108,12 +108,48 @@ def test_list_filters_and_isolation(payments_api: ApiServer, tenant: Tenant, oth
         assert [p["id"] for p in client.get("/v1/payments", params={"status": "canceled"}).json()["data"]] == [ids[0]]
         future = client.get("/v1/payments", params={"created[gte]": 4102444800}).json()
         assert future["data"] == []
+        first_s = client.get(f"/v1/payments/{ids[0]}").json()["created"]
+        since = client.get("/v1/payments", params={"created[gte]": first_s, "limit": 100}).json()["data"]
+        assert set(ids) <= {p["id"] for p in since}
+        assert all(p["created"] >= first_s for p in since)
+        before = client.get("/v1/payments", params={"created[lt]": first_s, "limit": 100}).json()["data"]
+        assert not set(ids) & {p["id"] for p in before} and all(p["created"] < first_s for p in before)
+        window = {"created[gte]": first_s, "created[lt]": first_s + 3600, "reference": "r1"}
+        assert [p["id"] for p in client.get("/v1/payments", params=window).json()["data"]] == [ids[1]]
 
     for key in (other_tenant.test_key, tenant.live_key):
         with payments_api.client(key) as client:
             assert client.get(f"/v1/payments/{ids[1]}").status_code == 404
             assert client.post(f"/v1/payments/{ids[1]}/cancel").status_code == 404
             assert ids[1] not in [p["id"] for p in client.get("/v1/payments").json()["data"]]
+
+
+async def test_late_money_is_accepted_once_and_only_when_late(
+    payments_api: ApiServer, tenant: Tenant, other_tenant: Tenant, db: Database
+) -> None:
+    """Accepting is the alternative to refunding late money (the money itself arrives on
+    chain: tests/payments/test_on_chain.py); here the API's rules around it."""
+    with payments_api.client(tenant.test_key) as client:
+        body = {"amount": "2", "currency": "USD"}
+        on_time, late = (client.post("/v1/payments", json=body).json()["id"] for _ in "ab")
+        refused = client.post(f"/v1/payments/{on_time}/accept")
+        assert refused.status_code == 400
+        assert (refused.json()["error"]["code"], refused.json()["error"]["param"]) == ("payment_unexpected_state", "id")
+        async with db.session() as session:  # as the follower leaves a payment paid after it expired
+            flag_late = "UPDATE payments SET status = 'expired', late = true WHERE id = :id"
+            await session.execute(text(flag_late), {"id": late})
+        for key in (other_tenant.test_key, tenant.live_key):
+            with payments_api.client(key) as other:
+                assert other.post(f"/v1/payments/{late}/accept").status_code == 404
+        accepted = client.post(f"/v1/payments/{late}/accept")
+        assert accepted.status_code == 200 and accepted.json()["late"] is True
+        accepted_at = accepted.json()["late_accepted_at"]
+        assert isinstance(accepted_at, int)
+        again = client.post(f"/v1/payments/{late}/accept").json()
+        assert again["late_accepted_at"] == accepted_at
+        assert client.get(f"/v1/payments/{on_time}").json()["late_accepted_at"] is None
+        events = client.get("/v1/events", params={"type": "payment.late_accepted"}).json()["data"]
+        assert [e["data"]["object"]["id"] for e in events] == [late]  # once, however often accepted
 
 
 BAD: list[tuple[str, dict[str, Any], str, str]] = [

@@ -148,6 +148,13 @@ async def test_money_after_expiry_is_credited_and_flagged_late(
     assert await balances(db, tenant) == {"USDC.local": (3 * USDC - 30_000, 0)}
     assert await event_types(db, payment.id) == ["payment.created", "payment.expired", "payment.paid_late"]
 
+    async with db.session() as session:  # the merchant keeps it
+        accepted = await service.accept_late(session, principal, payment.id)
+    assert (accepted.status, accepted.late) == ("expired", True) and accepted.late_accepted_at is not None
+    assert (await fetch(db, principal, payment.id)).late_accepted_at == accepted.late_accepted_at
+    assert (await event_types(db, payment.id))[-1] == "payment.late_accepted"
+    assert await balances(db, tenant) == {"USDC.local": (3 * USDC - 30_000, 0)}  # money unmoved
+
 
 async def _set_expiry(db: Database, payment_id: str, sql_time: str) -> None:
     """Move the payment's expiry (the expiry job is not run: only the chain decides)."""

@@ -4,6 +4,7 @@ random sequences (hypothesis) against the rules of design 0004."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from stablegate.payments.state import (
     STATUSES,
+    AcceptLate,
     Cancel,
     Expire,
     InvalidTransition,
@@ -76,8 +78,27 @@ def test_every_state_and_expiry_or_cancel(state: PaymentState) -> None:
             transition(state, Cancel())
 
 
+@pytest.mark.parametrize("state", states(), ids=lambda s: f"{s.status}-{s.seen}-{s.confirmed}")
+@pytest.mark.parametrize("late", [False, True])
+def test_only_late_money_is_accepted_and_only_once(state: PaymentState, late: bool) -> None:
+    if not late:
+        with pytest.raises(InvalidTransition):
+            transition(state, AcceptLate())
+        return
+    flagged = replace(state, late=True)
+    accepted, events = transition(flagged, AcceptLate())
+    assert (accepted, events) == (replace(flagged, late_accepted=True), ["payment.late_accepted"])
+    assert transition(accepted, AcceptLate()) == (accepted, [])
+    # Money after acceptance changes what was paid, never the decision.
+    later, _ = transition(accepted, Receipts(accepted.seen, accepted.confirmed + 10))
+    assert later.late and later.late_accepted
+
+
 happenings = st.one_of(
-    st.builds(Receipts, st.integers(0, 300), st.integers(0, 300)), st.just(Expire()), st.just(Cancel())
+    st.builds(Receipts, st.integers(0, 300), st.integers(0, 300)),
+    st.just(Expire()),
+    st.just(Cancel()),
+    st.just(AcceptLate()),
 )
 
 
@@ -88,8 +109,14 @@ def test_random_sequences_keep_the_rules(sequence: list[object]) -> None:
         try:
             new, events = transition(state, happening)  # type: ignore[arg-type]
         except InvalidTransition:
-            assert isinstance(happening, Cancel) and state.status != "requires_payment"
+            refusable = (isinstance(happening, Cancel) and state.status != "requires_payment") or (
+                isinstance(happening, AcceptLate) and not state.late
+            )
+            assert refusable, (state, happening)
             continue
+        assert new.late or not new.late_accepted  # only late money is accepted
+        if state.late_accepted:
+            assert new.late_accepted  # a decision is never undone
         if state.status in ("succeeded", "expired", "canceled"):
             assert new.status == state.status  # terminal statuses are never left
         if new.status == "succeeded" and state.status != "succeeded":

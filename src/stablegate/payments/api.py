@@ -50,6 +50,14 @@ async def cancel_payment(id: PaymentId, session: SessionDep, principal: Writer) 
     return await service.cancel(session, principal, id)
 
 
+@router.post("/{id}/accept", response_model=Payment, responses=error_responses(404))
+async def accept_late_payment(id: PaymentId, session: SessionDep, principal: Writer) -> Payment:
+    """Keep money that arrived after the payment expired or was canceled (`late`): the
+    alternative to refunding it. Sets `late_accepted_at` and sends `payment.late_accepted`;
+    accepting again changes nothing. Only a late payment can be accepted."""
+    return await service.accept_late(session, principal, id)
+
+
 @router.get("", response_model=ListResponse[Payment], responses=error_responses())
 async def list_payments(
     session: SessionDep,

@@ -25,7 +25,8 @@ Row: TypeAlias = Any  # an asyncpg Record: columns by name
 
 _PAYMENT_COLUMNS = (
     "id, merchant_id, mode, status, paid, late, needs_review, amount, currency, currency_scale, amount_received,"
-    " description, metadata, reference, success_url, cancel_url, expires_at, canceled_at, created_at, updated_at"
+    " description, metadata, reference, success_url, cancel_url, expires_at, canceled_at, late_accepted_at,"
+    " created_at, updated_at"
 )
 _OPTION_COLUMNS = (
     "payment_id, position, chain_id, chain, symbol, asset, token, decimals, token_amount, rate, rate_source,"
@@ -226,11 +227,20 @@ async def totals(session: AsyncSession, payment_id: str) -> list[Row]:
 async def update_state(session: AsyncSession, payment_id: str, v: dict[str, Any]) -> Row:
     sql = f"""
     UPDATE payments SET status = $2, paid = $3, late = $4, needs_review = $5, amount_received = $6,
-           canceled_at = CASE WHEN $2 = 'canceled' THEN coalesce(canceled_at, now()) END, updated_at = now()
+           canceled_at = CASE WHEN $2 = 'canceled' THEN coalesce(canceled_at, now()) END,
+           late_accepted_at = CASE WHEN $7 THEN coalesce(late_accepted_at, now()) END, updated_at = now()
     WHERE id = $1 RETURNING {_PAYMENT_COLUMNS}
     """
     row = await _fetchrow(
-        session, sql, payment_id, v["status"], v["paid"], v["late"], v["needs_review"], v["amount_received"]
+        session,
+        sql,
+        payment_id,
+        v["status"],
+        v["paid"],
+        v["late"],
+        v["needs_review"],
+        v["amount_received"],
+        v["late_accepted"],
     )
     assert row is not None
     return row

@@ -126,7 +126,12 @@ class Payment(BaseModel):
     paid: Literal["none", "underpaid", "exact", "overpaid"] = Field(
         description="What confirmed payments add up to, against the quote."
     )
-    late: bool = Field(description="Money arrived after the payment expired or was canceled: accept or refund it.")
+    late: bool = Field(
+        description="Money arrived after the payment expired or was canceled: accept it (`POST …/accept`) or refund it."
+    )
+    late_accepted_at: int | None = Field(
+        description="When you accepted the late money (unix seconds); null while undecided or not late."
+    )
     needs_review: bool = Field(description="A confirmed payment was reorganised away; an operator is looking at it.")
     amount: str
     currency: str

@@ -29,7 +29,15 @@ from stablegate.merchants.service import Principal
 from stablegate.observability import metrics
 from stablegate.payments import repository, views
 from stablegate.payments.schemas import Payment, PaymentCreate
-from stablegate.payments.state import Cancel, Expire, InvalidTransition, PaymentState, Receipts, transition
+from stablegate.payments.state import (
+    AcceptLate,
+    Cancel,
+    Expire,
+    InvalidTransition,
+    PaymentState,
+    Receipts,
+    transition,
+)
 from stablegate.pricing import quotes
 from stablegate.pricing.fees import FeeSchedule, fee
 from stablegate.pricing.rates import ChainlinkFeed, Rate, RateProvider, RateUnavailable, Routed, StaticRates, checked
@@ -486,6 +494,20 @@ async def cancel(session: AsyncSession, principal: Principal, payment_id: str) -
         ) from None
 
 
+async def accept_late(session: AsyncSession, principal: Principal, payment_id: str) -> Payment:
+    """Keep money that arrived after the payment expired or was canceled (the other way
+    to settle it is a refund). Accepting again changes nothing."""
+    row = await get(session, principal, payment_id, for_update=True)
+    try:
+        return await _apply(session, row, AcceptLate())
+    except InvalidTransition:
+        raise InvalidRequest(
+            "Only a payment flagged late (money after it expired or was canceled) can be accepted.",
+            param="id",
+            code="payment_unexpected_state",
+        ) from None
+
+
 async def expire_due(session: AsyncSession, now: dt.datetime | None = None) -> int:
     """Expire up to EXPIRE_BATCH open payments past their expiry; the caller commits."""
     rows = await repository.due_to_expire(session, now or dt.datetime.now(dt.UTC), EXPIRE_BATCH)
@@ -500,7 +522,7 @@ async def expire_locked(session: AsyncSession, row: Any) -> Any:
     return await repository.lock(session, row["id"])
 
 
-async def _apply(session: AsyncSession, row: Any, happening: Expire | Cancel) -> Payment:
+async def _apply(session: AsyncSession, row: Any, happening: Expire | Cancel | AcceptLate) -> Payment:
     state = _state(row, due=1)
     new, events = transition(state, happening)
     if not events:
@@ -534,7 +556,13 @@ async def refresh(session: AsyncSession, row: Any, *, needs_review: bool = False
 
 
 def _state(row: Any, due: int) -> PaymentState:
-    return PaymentState(status=row["status"], due=due, paid=row["paid"], late=row["late"])
+    return PaymentState(
+        status=row["status"],
+        due=due,
+        paid=row["paid"],
+        late=row["late"],
+        late_accepted=row["late_accepted_at"] is not None,
+    )
 
 
 def _columns(row: Any, new: PaymentState, received: int) -> dict[str, Any]:
@@ -542,6 +570,7 @@ def _columns(row: Any, new: PaymentState, received: int) -> dict[str, Any]:
         "status": new.status,
         "paid": new.paid,
         "late": new.late,
+        "late_accepted": new.late_accepted,
         "needs_review": row["needs_review"],
         "amount_received": received,
     }

@@ -32,10 +32,12 @@ class PaymentState:
     confirmed: int = 0
     paid: str = "none"
     late: bool = False
+    late_accepted: bool = False  # the merchant keeps the late money (else: refund it)
 
     def __post_init__(self) -> None:
         assert self.status in STATUSES and self.paid in PAID and self.due > 0
         assert self.seen >= 0 and self.confirmed >= 0
+        assert self.late or not self.late_accepted, "only late money is accepted"
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,12 @@ class Cancel:
     pass
 
 
-Happening = Receipts | Expire | Cancel
+@dataclass(frozen=True)
+class AcceptLate:
+    """The merchant keeps money that arrived after the payment expired or was canceled."""
+
+
+Happening = Receipts | Expire | Cancel | AcceptLate
 
 
 def paid_flag(confirmed: int, due: int) -> str:
@@ -77,6 +84,12 @@ def transition(state: PaymentState, happening: Happening) -> tuple[PaymentState,
         if state.status != "requires_payment":
             raise InvalidTransition(state.status, "canceled")
         return replace(state, status="canceled"), ["payment.canceled"]
+    if isinstance(happening, AcceptLate):
+        if not state.late:
+            raise InvalidTransition(state.status, "accepted (no late money)")
+        if state.late_accepted:
+            return state, []  # accepting twice changes nothing
+        return replace(state, late_accepted=True), ["payment.late_accepted"]
     return _receipts(state, happening)
 
 

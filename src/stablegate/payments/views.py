@@ -139,6 +139,7 @@ def payment(
         status=row["status"],
         paid=row["paid"],
         late=row["late"],
+        late_accepted_at=_unix(row["late_accepted_at"]),
         needs_review=row["needs_review"],
         amount=major(int(row["amount"]), scale),
         currency=row["currency"],
@@ -154,6 +155,10 @@ def payment(
         options=[_option(o, received[o["position"]]) for o in options],
         receipts=[_receipt(r, by_position[r["position"]], heights) for r in receipts],
     )
+
+
+def _unix(at: Any) -> int | None:
+    return None if at is None else int(at.timestamp())
 
 
 def _json(value: Any) -> dict[str, Any]:

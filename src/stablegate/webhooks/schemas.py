@@ -16,6 +16,7 @@ EventType = Literal[
     "payment.underpaid",
     "payment.overpaid",
     "payment.paid_late",
+    "payment.late_accepted",
     "payment.expired",
     "payment.canceled",
     "payment.requires_payment",

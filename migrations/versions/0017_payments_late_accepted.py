@@ -1,0 +1,32 @@
+"""payments: a merchant accepts money that arrived late (late_accepted_at)
+
+Revision ID: 0017
+Revises: 0016
+Create Date: 2026-11-25
+
+Design: docs/design/0004-payments.md ("States"). Money that arrives after a payment
+expired or was canceled is credited and the payment flagged `late`, for the merchant to
+accept or refund. Refunds existed; accepting did not, so a late payment stayed undecided
+for ever. `POST /v1/payments/{id}/accept` sets this column (once) and records
+`payment.late_accepted`; only a late payment can be accepted.
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0017"
+down_revision = "0016"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute(
+        "ALTER TABLE payments ADD COLUMN late_accepted_at timestamptz,"
+        " ADD CONSTRAINT payments_only_late_is_accepted CHECK (late_accepted_at IS NULL OR late)"
+    )
+
+
+def downgrade() -> None:
+    op.execute("ALTER TABLE payments DROP COLUMN late_accepted_at")
