@@ -9,6 +9,8 @@ import datetime as dt
 import pytest
 from sqlalchemy import text
 
+from stablegate.chains import repository as chain_repository
+from stablegate.chains import service as chain_service
 from stablegate.chains.follower import Follower
 from stablegate.db import Database
 from stablegate.errors import InvalidRequest
@@ -80,6 +82,32 @@ async def test_a_deposit_address_transfer_succeeds_with_the_deposit_fee(
     paid = await fetch(db, principal, payment.id)
     assert (paid.status, paid.paid, paid.receipts[0].rail) == ("succeeded", "exact", "deposit_address")
     assert await balances(db, tenant) == {"USDC.local": (10_500_000 - 105_000, 0)}
+
+
+async def test_chain_events_delivered_again_change_nothing(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
+) -> None:
+    """Replays (a follower re-running a range, a handler retried) are no-ops: the receipt
+    moves only forwards and every ledger transfer id derives from the observation."""
+    payment = await create(db, principal, ctx, amount="4")
+    tx_hash = pay_transfer(chain, payment, 4 * USDC)
+    await confirm(chain, follower)
+    before = (await fetch(db, principal, payment.id), await balances(db, tenant), await event_types(db, payment.id))
+    async with db.session() as session:
+        rows = await session.execute(
+            text(f"SELECT {chain_repository.OBSERVATION_COLUMNS} FROM chain_observations o WHERE o.chain_id = :c"),
+            {"c": chain.stack.chain_id},
+        )
+        # _stored: what the follower publishes, read back as it reads them (a test of replays only).
+        mine = [chain_repository._stored(r._mapping) for r in rows if r._mapping["tx_hash"] == tx_hash.lower()]
+    assert len(mine) == 1
+    for _ in range(2):
+        for kind in ("seen", "confirmed"):
+            async with db.session() as session:
+                await chain_service.publish(session, kind, chain.stack.chain_id, mine)
+    after = (await fetch(db, principal, payment.id), await balances(db, tenant), await event_types(db, payment.id))
+    assert after == before
+    assert before[0].status == "succeeded" and before[1] == {"USDC.local": (4 * USDC - 40_000, 0)}
 
 
 async def test_underpaid_then_topped_up_by_a_second_partial_payment(
