@@ -5,13 +5,20 @@ requests go to the checked address."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from stablegate.kit import ssrf
 from stablegate.kit.ssrf import UnsafeDestination
@@ -154,3 +161,83 @@ async def test_a_name_with_any_internal_answer_is_refused(monkeypatch: pytest.Mo
     with pytest.raises(UnsafeDestination) as err:
         await ssrf.check_url("https://rebind.example/")
     assert err.value.reason == "private"
+
+
+def _certificate(name: str, directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for `name` (its own CA), as PEM files: (cert, key)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+def tls_receiver(tmp_path: Path) -> Iterator[tuple[int, Path, list[str]]]:
+    """An HTTPS receiver on 127.0.0.1 whose certificate names hooks.example: (port, its
+    certificate, what it saw: the SNI name and the Host header of each request)."""
+    cert, key = _certificate("hooks.example", tmp_path)
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(f"host:{self.headers.get('host')}")
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            return
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda _sock, name, _ctx: seen.append(f"sni:{name}")  # type: ignore[assignment,return-value]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], cert, seen
+    server.shutdown()
+    server.server_close()
+
+
+async def test_https_goes_to_the_checked_address_and_verifies_the_name(
+    tls_receiver: tuple[int, Path, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Live mode's path: the connection goes to the address that was checked, while SNI,
+    Host and certificate verification all use the name; a certificate for another name
+    is refused, so pinning the address never weakens TLS."""
+    port, cert, seen = tls_receiver
+
+    async def getaddrinfo(*_args: object, **_kwargs: object) -> list[tuple[object, ...]]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
+    destination = await ssrf.check_url(f"https://hooks.example:{port}/hook", allow=["127.0.0.0/8"])
+    trusting = ssl.create_default_context(cafile=str(cert))
+    async with httpx.AsyncClient(verify=trusting, trust_env=False) as client:
+        reply = await ssrf.pinned_request(client, "POST", destination, content=b"{}")
+    assert reply.status_code == 204
+    assert seen == ["sni:hooks.example", f"host:hooks.example:{port}"]
+
+    # The same address under another name: its certificate does not name it.
+    impostor = await ssrf.check_url(f"https://wrong.example:{port}/hook", allow=["127.0.0.0/8"])
+    async with httpx.AsyncClient(verify=trusting, trust_env=False) as client:
+        with pytest.raises(httpx.ConnectError, match="Hostname mismatch"):
+            await ssrf.pinned_request(client, "POST", impostor, content=b"{}")
+    assert seen[2:] == ["sni:wrong.example"]  # refused at the handshake: no request was sent
