@@ -7,12 +7,21 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
+from eth_abi.abi import encode
 from eth_account import Account
 from web3 import Web3
 
 from stablegate.chains.anvil import DEV_PRIVATE_KEYS, Anvil
 from stablegate.chains.rpc import RpcClient
-from stablegate.pricing.rates import ChainlinkFeed, Rate, RateUnavailable, StaticRates, checked
+from stablegate.pricing.rates import (
+    DECIMALS,
+    LATEST_ROUND_DATA,
+    ChainlinkFeed,
+    Rate,
+    RateUnavailable,
+    StaticRates,
+    checked,
+)
 from stablegate.rails import contracts
 from stablegate.rails.deploy import deploy_local
 
@@ -37,6 +46,43 @@ def test_stale_and_invalid_rates_are_refused() -> None:
     with pytest.raises(RateUnavailable) as err:
         checked(Rate("USDC", "USD", Decimal("0"), NOW, "t"), max_age_s=3600, now=NOW)
     assert err.value.reason == "rate_invalid"
+    # A few seconds ahead (block times run ahead of clocks) is fine; far ahead is not.
+    ahead = Rate("USDC", "USD", Decimal("1"), NOW + dt.timedelta(seconds=20), "t")
+    assert checked(ahead, max_age_s=3600, now=NOW) is ahead
+    with pytest.raises(RateUnavailable) as err:
+        checked(Rate("USDC", "USD", Decimal("1"), NOW + dt.timedelta(hours=1), "t"), max_age_s=3600, now=NOW)
+    assert err.value.reason == "rate_invalid"
+
+
+class _RoundRpc:
+    """Answers a feed's two calls with fixed round data (no chain can return an
+    unanswered round from our MockPriceFeed, which answers every round itself)."""
+
+    def __init__(self, round_id: int, answered_in_round: int, updated_at: int) -> None:
+        self.round = (round_id, 100_000_000, updated_at, updated_at, answered_in_round)
+
+    async def call(self, _method: str, params: dict[str, str], _block: str) -> str:
+        if params["data"] == DECIMALS:
+            return "0x" + encode(["uint8"], [8]).hex()
+        assert params["data"] == LATEST_ROUND_DATA
+        return "0x" + encode(["uint80", "int256", "uint256", "uint256", "uint80"], list(self.round)).hex()
+
+
+@pytest.mark.parametrize(
+    ("round_id", "answered_in_round", "updated_at", "usable"),
+    [(7, 7, 1_700_000_000, True), (7, 6, 1_700_000_000, False), (7, 7, 0, False)],
+    ids=["answered", "carried from an older round", "incomplete"],
+)
+async def test_a_feed_round_without_its_own_answer_is_stale(
+    round_id: int, answered_in_round: int, updated_at: int, usable: bool
+) -> None:
+    feed = ChainlinkFeed(_RoundRpc(round_id, answered_in_round, updated_at), "0xfeed", "USDC", "USD")  # type: ignore[arg-type]
+    if usable:
+        assert (await feed.rate("USDC", "USD")).value == Decimal(1)
+        return
+    with pytest.raises(RateUnavailable) as err:
+        await feed.rate("USDC", "USD")
+    assert err.value.reason == "rate_stale"
 
 
 async def test_chainlink_feed_on_anvil_and_its_staleness(anvil: Anvil) -> None:

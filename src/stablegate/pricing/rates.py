@@ -19,10 +19,14 @@ from stablegate.chains.rpc import RpcClient
 
 LATEST_ROUND_DATA = "0x" + keccak(text="latestRoundData()").hex()[:8]
 DECIMALS = "0x" + keccak(text="decimals()").hex()[:8]
+# A rate dated later than this after now is a wrong clock or a wrong feed, not a fresh
+# rate: block times (a feed's updatedAt) run a few seconds ahead at most.
+MAX_FUTURE_S = 300
 
 
 class RateUnavailable(Exception):
-    """No usable rate: missing, non-positive, or older than allowed (`reason` says which)."""
+    """No usable rate: missing, non-positive, older than allowed or dated in the future
+    (`reason` says which)."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -47,6 +51,8 @@ def checked(rate: Rate, max_age_s: float, now: dt.datetime) -> Rate:
     if rate.value <= 0:
         raise RateUnavailable("rate_invalid", f"{rate.base}/{rate.quote} = {rate.value} from {rate.source}")
     age_s = (now - rate.as_of).total_seconds()
+    if age_s < -MAX_FUTURE_S:
+        raise RateUnavailable("rate_invalid", f"{rate.base}/{rate.quote} is dated {-age_s:.0f}s in the future")
     if age_s > max_age_s:
         raise RateUnavailable("rate_stale", f"{rate.base}/{rate.quote} is {age_s:.0f}s old (max {max_age_s:.0f}s)")
     return rate
@@ -81,9 +87,13 @@ class ChainlinkFeed:
         if self._decimals is None:
             self._decimals = int(await self._call(DECIMALS), 16)
         raw = bytes.fromhex((await self._call(LATEST_ROUND_DATA)).removeprefix("0x"))
-        _round, answer, _started, updated_at, _answered = decode(
+        round_id, answer, _started, updated_at, answered_in_round = decode(
             ["uint80", "int256", "uint256", "uint256", "uint80"], raw
         )
+        if answered_in_round < round_id or updated_at == 0:
+            # The latest round has no answer of its own (an older round's is carried) or
+            # is incomplete: Chainlink's own guidance is to treat it as stale.
+            raise RateUnavailable("rate_stale", f"feed {self.feed} round {round_id} is not answered")
         value = Decimal(answer).scaleb(-self._decimals)
         as_of = dt.datetime.fromtimestamp(updated_at, dt.UTC)
         return Rate(base, quote, value, as_of, f"chainlink:{self.feed}")
