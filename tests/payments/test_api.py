@@ -61,6 +61,7 @@ def test_create_returns_quotes_and_both_ways_to_pay(payments_api: ApiServer, ten
         "1",
     )
     assert usdc["quote"]["expires_at"] <= payment["expires_at"]
+    assert payment["expires_at"] - payment["created"] in (1800, 1801)  # the default, 30 min (whole seconds)
     contract = usdc["instructions"]["contract"]
     intent = contract["intent"]
     assert (intent["amount"], intent["fee"], intent["token"]) == ("25000000", "250000", usdc["token"])
@@ -175,6 +176,8 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("expiry too long", {"expires_in_s": 7 * 24 * 3600 + 1}, "expires_in_s", "parameter_invalid"),
     ("metadata too large", {"metadata": {f"k{i}": "v" for i in range(51)}}, "metadata", "parameter_invalid"),
     ("metadata value too long", {"metadata": {"k": "v" * 501}}, "metadata[k]", "parameter_invalid"),
+    ("metadata key too long", {"metadata": {"k" * 41: "v"}}, "metadata[" + "k" * 41 + "]", "parameter_invalid"),
+    ("metadata value not text", {"metadata": {"k": 5}}, "metadata[k]", "parameter_invalid"),
     ("bad success url", {"success_url": "javascript:alert(1)"}, "success_url", "parameter_invalid"),
     ("unknown field", {"customer": "cus_1"}, "customer", "parameter_invalid"),
     ("NUL in description", {"description": "a\x00b"}, "description", "parameter_invalid"),
