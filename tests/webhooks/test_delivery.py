@@ -143,12 +143,13 @@ async def _has_request(receiver: Receiver, path: str) -> bool:
     return bool(receiver.to(path))
 
 
-async def test_429_retry_after_is_honoured(
-    db: Database, tenant: Tenant, receiver: Receiver, worker: WorkerRunner
+@pytest.mark.parametrize("status", [429, 503])
+async def test_retry_after_is_honoured(
+    db: Database, tenant: Tenant, receiver: Receiver, worker: WorkerRunner, status: int
 ) -> None:
     # At scale 0.01 the schedule's second attempt comes 50 ms after the first; Retry-After:
-    # 40 s asks for 400 ms (times scale too), which must win.
-    url = receiver.url("/limited", Reply(429, headers={"Retry-After": "40"}), Reply(200))
+    # 40 s asks for 400 ms (times scale too), which must win, on a 429 and on a 5xx alike.
+    url = receiver.url("/limited", Reply(status, headers={"Retry-After": "40"}), Reply(200))
     await make_endpoint(db, tenant, url)
     event_id = await emit(db, tenant)
     await worker.until(lambda: settled(db, event_id), worker_settings(webhook_schedule_scale=0.01))
@@ -156,7 +157,7 @@ async def test_429_retry_after_is_honoured(
     assert second.at_s - first.at_s >= 0.4
     [delivery] = await delivery_rows(db, event_id)
     attempts = await attempt_rows(db, delivery.id)
-    assert [a.status_code for a in attempts] == [429, 200]
+    assert [a.status_code for a in attempts] == [status, 200]
 
 
 async def test_redirect_is_not_followed_and_counts_as_failure(

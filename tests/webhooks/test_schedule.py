@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stablegate.config import Settings
 from stablegate.webhooks import schedule
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
@@ -86,3 +87,8 @@ def test_disable_rule() -> None:
     assert not schedule.should_disable(NOW - five_days + dt.timedelta(seconds=1), NOW, 1.0)
     assert schedule.should_disable(NOW - five_days, NOW, 1.0)
     assert schedule.should_disable(NOW - dt.timedelta(seconds=5), NOW, 0.00001)  # 4.32 s when compressed
+
+
+def test_an_attempt_waits_15_s_by_default() -> None:
+    """The spec recommends 15 to 30 s; tests shorten it, production keeps this default."""
+    assert Settings.model_fields["webhook_timeout_s"].default == 15.0
