@@ -62,6 +62,10 @@ async def test_balance_and_its_transactions(api: ApiServer, db: Database, tenant
     assert ("fee", "available", "-290", "posted") in by_type
     assert ("payment", "pending", "10000", "posted") in by_type
     assert all(e["id"].startswith("txn_") for e in entries)
+    sources = {(e["type"], e["source"]) for e in entries}  # the object that caused each entry
+    assert ("fee", "pay_01M86RAB3BXFWY9YDZJATWG97N") in sources
+    assert ("payout", "po_01M86RAB3BXFWY9YDZJATWG97N") in sources
+    assert ("payment", "pay_2") in sources
     with api.client(other_tenant.test_key) as client:
         assert client.get("/v1/balance_transactions").json()["data"] == []
         assert client.get("/v1/balance").json() == {

@@ -257,6 +257,11 @@ BAD_BATCHES: list[tuple[str, Callable[[Book], list[Transfer]], str]] = [
         "transfer_exists_with_different_fields",
     ),
     (
+        "a balance beyond the ledger's range",
+        lambda b: [pay(b, f"huge-{i}", ledger.MAX_AMOUNT) for i in range(9)],  # 9 × 2^256 > 10^78
+        "balance_overflow",
+    ),
+    (
         "a closed account among open ones",
         lambda b: [
             pay(b, "fresh", 10),
@@ -445,6 +450,29 @@ async def test_balance_as_of(db: Database, book: Book) -> None:
         then = await ledger.balance_as_of(session, book.merchant.id, midpoint)
         now = await ledger.balance(session, book.merchant.id)
     assert then.credits_posted == 100 and now.credits_posted == 150
+
+
+async def test_balance_as_of_follows_pending_transfers_and_their_resolution(db: Database, book: Book) -> None:
+    """As of any moment, pending amounts count until their post, void or expiry."""
+    k = book.cash.id
+
+    async def moment() -> object:
+        async with db.session() as session:
+            return await session.scalar(text("SELECT clock_timestamp()"))
+
+    await post(db, pay(book, f"pa-fund-{k}", 1000))
+    await post(db, hold(book, f"pa-h1-{k}", 300), hold(book, f"pa-h2-{k}", 200))
+    held = await moment()
+    await post(db, Transfer(id=f"pa-post-{k}", kind="post", pending_id=f"pa-h1-{k}", amount=120))
+    posted = await moment()
+    await post(db, Transfer(id=f"pa-void-{k}", kind="void", pending_id=f"pa-h2-{k}"))
+    voided = await moment()
+    async with db.session() as session:
+        as_of = [await ledger.balance_as_of(session, book.merchant.id, at) for at in (held, posted, voided)]
+        now = await ledger.balance(session, book.merchant.id)
+    assert [(b.debits_pending, b.debits_posted) for b in as_of] == [(500, 0), (200, 120), (0, 120)]
+    assert all(b.credits_posted == 1000 for b in as_of)
+    assert as_of[-1] == now
 
 
 async def test_standalone_post_is_atomic_and_idempotent(db: Database, book: Book) -> None:

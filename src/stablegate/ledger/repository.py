@@ -28,6 +28,9 @@ from stablegate.observability import tracing
 _CREATE = text("SELECT transfer_id, public_id, seq, created FROM ledger_create_transfers(CAST(:batch AS jsonb))")
 
 
+NUMERIC_OUT_OF_RANGE = "22003"
+
+
 def translate(exc: DBAPIError | asyncpg.PostgresError) -> StablegateError | None:
     """The ledger error a database refusal stands for, or None if it is not one of ours
     (deadlocks and serialization failures included: the callers' retry handles those)."""
@@ -39,6 +42,9 @@ def translate(exc: DBAPIError | asyncpg.PostgresError) -> StablegateError | None
         return BY_SQLSTATE[state](message)
     if constraint in BY_CONSTRAINT:
         return BY_CONSTRAINT[constraint](f"refused by the ledger: {constraint}")
+    if state == NUMERIC_OUT_OF_RANGE:  # a balance column beyond numeric(78, 0)
+        message = "A balance would exceed the ledger's range (under 10^78 base units)."
+        return LedgerError(message, param="amount", code="balance_overflow")
     if state in RETRYABLE_SQLSTATES:
         return None
     if state is not None and state.startswith("23"):
