@@ -189,6 +189,16 @@ class LedgerMachine(RuleBasedStateMachine):
         amount = data.draw(st.one_of(st.none(), st.integers(1, reserved + 2))) if kind == "post" else None
         self._submit([Transfer(self._tid(), kind=kind, pending_id=pending_id, amount=amount)])
 
+    @precondition(lambda self: any(not p.expires and not p.resolved for p in self.pendings.values()))
+    @rule(data=st.data())
+    def mixed_batch(self, data: st.DataObject) -> None:
+        """New transfers around a post or void, one linked batch (checked transfer by transfer)."""
+        open_ones = sorted(k for k, p in self.pendings.items() if not p.expires and not p.resolved)
+        pending_id = data.draw(st.sampled_from(open_ones))
+        kind = data.draw(st.sampled_from(["post", "void"]))
+        resolution = Transfer(self._tid(), kind=kind, pending_id=pending_id)
+        self._submit([self._new_transfer(data), resolution, self._new_transfer(data)])
+
     @precondition(lambda self: bool(self.sent))
     @rule(data=st.data(), tamper=st.booleans())
     def replay(self, data: st.DataObject, tamper: bool) -> None:
