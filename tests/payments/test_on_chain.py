@@ -241,6 +241,37 @@ async def test_a_reorg_that_orphans_a_seen_payment_reverses_its_pending_posting(
     ]
 
 
+async def test_a_payment_orphaned_then_mined_again_is_credited_once(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
+) -> None:
+    """The same transaction seen, orphaned by a reorg, then included in another block:
+    the second generation books its own postings once, and the first's are reversed."""
+    payment = await create(db, principal, ctx, amount="6")
+    await follower.sync()
+    snapshot = chain.rpc("evm_snapshot")
+    raw = chain.signed_transfer(option(payment).token, option(payment).instructions.deposit_address.address, 6 * USDC)
+    tx_hash = chain.send_raw(raw)
+    await follower.sync()
+    assert await balances(db, tenant) == {"USDC.local": (0, 6 * USDC)}
+
+    chain.rpc("evm_revert", snapshot)
+    chain.mine(2)  # a longer branch without it: orphaned
+    await follower.sync()
+    assert await balances(db, tenant) == {"USDC.local": (0, 0)}
+    assert chain.send_raw(raw) == tx_hash  # the same transaction, mined again on the new branch
+    await confirm(chain, follower)
+    paid = await fetch(db, principal, payment.id)
+    assert (paid.status, paid.paid, [r.status for r in paid.receipts]) == ("succeeded", "exact", ["confirmed"])
+    assert await balances(db, tenant) == {"USDC.local": (6 * USDC - 60_000, 0)}
+    assert await event_types(db, payment.id) == [
+        "payment.created",
+        "payment.processing",
+        "payment.requires_payment",
+        "payment.processing",
+        "payment.succeeded",
+    ]
+
+
 async def test_cancel_only_before_money_is_seen(
     db: Database, chain: Chain, follower: Follower, principal: Principal, ctx: service.Context
 ) -> None:
