@@ -14,7 +14,7 @@ from stablegate.db import driver_fetchrow
 _PAYMENT = """
 SELECT p.id, p.merchant_id, p.mode, p.status, p.paid, p.late, p.needs_review, p.amount, p.currency,
        p.currency_scale, p.amount_received, p.description, p.metadata, p.reference, p.success_url, p.cancel_url,
-       p.expires_at, p.canceled_at, p.created_at, p.updated_at, m.name AS merchant_name
+       p.expires_at, p.canceled_at, p.late_accepted_at, p.created_at, p.updated_at, m.name AS merchant_name
 FROM payments p JOIN merchants m ON m.id = p.merchant_id
 WHERE p.id = $1
 """
