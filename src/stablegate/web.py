@@ -3,7 +3,7 @@
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -55,6 +55,16 @@ def page_params(prefix: str) -> Callable[..., Awaitable[PageRequest]]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+def model_response(model: BaseModel) -> Response:
+    """`model` as the JSON body FastAPI would send for it, serialised once by pydantic.
+    A route that returns a model has FastAPI dump it, validate the dump into a new model,
+    dump that and json.dumps the result: for a created payment (~2.7 KB) 36 µs, where this
+    takes 7 µs (about 1.5 % of the server's CPU per payment, design 0004 "Performance").
+    The route keeps its `response_model`, which documents the body in the OpenAPI schema."""
+    return Response(model.model_dump_json(), media_type="application/json")
+
 
 T = TypeVar("T")
 

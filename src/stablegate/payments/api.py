@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from stablegate.kit.pagination import PageRequest
 from stablegate.kit.validation import NO_NUL_PATTERN
@@ -11,7 +11,7 @@ from stablegate.merchants.service import Principal
 from stablegate.payments import service
 from stablegate.payments.schemas import Payment, PaymentCreate
 from stablegate.payments.service import Context
-from stablegate.web import ListResponse, SessionDep, error_responses, page_params, require
+from stablegate.web import ListResponse, SessionDep, error_responses, model_response, page_params, require
 
 router = APIRouter(prefix="/v1/payments", tags=["payments"])
 
@@ -31,11 +31,11 @@ ContextDep = Annotated[Context, Depends(get_context)]
 
 
 @router.post("", response_model=Payment, responses=error_responses(409))
-async def create_payment(session: SessionDep, principal: Writer, ctx: ContextDep, params: PaymentCreate) -> Payment:
+async def create_payment(session: SessionDep, principal: Writer, ctx: ContextDep, params: PaymentCreate) -> Response:
     """Create a payment: a price in fiat or a token, and per accepted chain and token a quote
     and two ways to pay it — a signed intent for the payment contract (wallets) and a
     deposit address (exchange withdrawals, plain transfers). Send an `Idempotency-Key`."""
-    return await service.create(session, principal, params, ctx)
+    return model_response(await service.create(session, principal, params, ctx))
 
 
 @router.get("/{id}", response_model=Payment, responses=error_responses(404))

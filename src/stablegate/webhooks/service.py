@@ -41,7 +41,7 @@ ENDPOINT_PREFIX = "we"
 DELIVERY_PREFIX = "msg"
 # Endpoints per (merchant, mode), as at Stripe: bounds the fan-out of every event.
 MAX_ENDPOINTS = 16
-# Automatic attempts (8) plus manual redeliveries: the log of one delivery stays small.
+# Automatic attempts (10) plus manual redeliveries: the log of one delivery stays small.
 MAX_ATTEMPTS_PER_DELIVERY = 50
 ATTEMPTS_SHOWN = 20
 DNS_TIMEOUT_S = 5.0
