@@ -8,7 +8,8 @@ Design: docs/design/0004-payments.md ("States"). Money that arrives after a paym
 expired or was canceled is credited and the payment flagged `late`, for the merchant to
 accept or refund. Refunds existed; accepting did not, so a late payment stayed undecided
 for ever. `POST /v1/payments/{id}/accept` sets this column (once) and records
-`payment.late_accepted`; only a late payment can be accepted.
+`payment.late_accepted`; only a late payment can be accepted. New late money after an
+acceptance clears it (the merchant decides again, told by `payment.paid_late`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # NOT VALID: the column is new, so every existing row holds NULL and satisfies the
+    # check; validating would only scan the whole table under this statement's ACCESS
+    # EXCLUSIVE lock. The check applies to every row written from now on.
     op.execute(
         "ALTER TABLE payments ADD COLUMN late_accepted_at timestamptz,"
-        " ADD CONSTRAINT payments_only_late_is_accepted CHECK (late_accepted_at IS NULL OR late)"
+        " ADD CONSTRAINT payments_only_late_is_accepted CHECK (late_accepted_at IS NULL OR late) NOT VALID"
     )
 
 

@@ -52,7 +52,7 @@ def _worker(url: str, accounts: list[int], seed: int, results: Any) -> None:
 async def _work(url: str, accounts: list[int], seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     db = Database.connect(url, Settings())
-    counts = {"created": 0, "refused": 0, "unexpected": []}
+    counts: dict[str, Any] = {"created": 0, "refused": 0, "unexpected": [], "started_s": time.time()}
     hot = accounts[0]
     for n in range(OPERATIONS_PER_PROCESS):
         transfers = _pick(rng, accounts, hot, f"w{seed}-{n}")
@@ -67,6 +67,7 @@ async def _work(url: str, accounts: list[int], seed: int) -> dict[str, Any]:
             counts[key] = counts[key] + 1 if key == "refused" else [*counts[key], exc.code]
         except Exception as exc:  # a deadlock that escaped would land here
             counts["unexpected"] = [*counts["unexpected"], repr(exc)[:200]]
+    counts["ended_s"] = time.time()
     await db.dispose()
     counts["retries"] = sum(
         s.value for m in metrics.DB_RETRIES.collect() for s in m.samples if s.name.endswith("_total")
@@ -139,5 +140,7 @@ def test_processes_posting_at_once_keep_the_invariants(database_url: str) -> Non
     assert sum(o["created"] for o in outcomes) > PROCESSES * OPERATIONS_PER_PROCESS // 2
     asyncio.run(_invariants(database_url, accounts))
     retries = sum(o["retries"] for o in outcomes)
-    print("deadlock/serialization retries:", retries)
-    assert retries > 0, "the opposed multi-call transactions deadlock: the retries were exercised"
+    together_s = min(o["ended_s"] for o in outcomes) - max(o["started_s"] for o in outcomes)
+    print(f"deadlock/serialization retries: {retries}; all {PROCESSES} processes at work together {together_s:.1f}s")
+    if together_s >= 2:  # a loaded machine may run the processes one after another
+        assert retries > 0, "opposed multi-call transactions running together deadlock: retries were exercised"

@@ -247,6 +247,11 @@ BAD_BATCHES: list[tuple[str, Callable[[Book], list[Transfer]], str]] = [
         "transfer_exists_with_different_fields",
     ),
     (
+        "an id twice, metadata true where it was 1",
+        lambda b: [pay(b, "twice", 10)._replace(metadata={"n": 1}), pay(b, "twice", 10)._replace(metadata={"n": True})],
+        "transfer_exists_with_different_fields",
+    ),
+    (
         "an id twice in a two-phase batch",
         lambda b: [hold(b, "twice", 10), Transfer(id="twice", kind="void", pending_id="twice")],
         "transfer_exists_with_different_fields",

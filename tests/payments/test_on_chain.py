@@ -183,6 +183,13 @@ async def test_money_after_expiry_is_credited_and_flagged_late(
     assert (await event_types(db, payment.id))[-1] == "payment.late_accepted"
     assert await balances(db, tenant) == {"USDC.local": (3 * USDC - 30_000, 0)}  # money unmoved
 
+    pay_transfer(chain, payment, 1 * USDC)  # more late money: the merchant decides again
+    await confirm(chain, follower)
+    again = await fetch(db, principal, payment.id)
+    assert (again.late, again.late_accepted_at, len(again.receipts)) == (True, None, 2)
+    told = ["payment.late_accepted", "payment.paid_late", "payment.overpaid"]
+    assert (await event_types(db, payment.id))[-3:] == told
+
 
 async def _set_expiry(db: Database, payment_id: str, sql_time: str) -> None:
     """Move the payment's expiry (the expiry job is not run: only the chain decides)."""

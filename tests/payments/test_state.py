@@ -89,13 +89,16 @@ def test_only_late_money_is_accepted_and_only_once(state: PaymentState, late: bo
     accepted, events = transition(flagged, AcceptLate())
     assert (accepted, events) == (replace(flagged, late_accepted=True), ["payment.late_accepted"])
     assert transition(accepted, AcceptLate()) == (accepted, [])
-    # Money after acceptance changes what was paid, never the decision.
-    later, _ = transition(accepted, Receipts(accepted.seen, accepted.confirmed + 10))
-    assert later.late and later.late_accepted
+    # A confirmation or a reorg of money already there keeps the decision...
+    confirmed, events = transition(accepted, Receipts(0, accepted.seen + accepted.confirmed))
+    assert confirmed.late and confirmed.late_accepted and "payment.paid_late" not in events
+    # ...new late money asks again.
+    more, events = transition(accepted, Receipts(accepted.seen + 10, accepted.confirmed, late_arrival=True))
+    assert more.late and not more.late_accepted and "payment.paid_late" in events
 
 
 happenings = st.one_of(
-    st.builds(Receipts, st.integers(0, 300), st.integers(0, 300)),
+    st.builds(Receipts, st.integers(0, 300), st.integers(0, 300), st.booleans()),
     st.just(Expire()),
     st.just(Cancel()),
     st.just(AcceptLate()),
@@ -115,8 +118,8 @@ def test_random_sequences_keep_the_rules(sequence: list[object]) -> None:
             assert refusable, (state, happening)
             continue
         assert new.late or not new.late_accepted  # only late money is accepted
-        if state.late_accepted:
-            assert new.late_accepted  # a decision is never undone
+        if state.late_accepted and not new.late_accepted:  # undone only by new late money, said again
+            assert isinstance(happening, Receipts) and happening.late_arrival and "payment.paid_late" in events
         if state.status in ("succeeded", "expired", "canceled"):
             assert new.status == state.status  # terminal statuses are never left
         if new.status == "succeeded" and state.status != "succeeded":

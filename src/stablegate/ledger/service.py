@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
 import asyncpg
+import orjson
 import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -232,8 +233,13 @@ def _check_repeated_ids(batch: Sequence[dict[str, Any]]) -> None:
             )
 
 
-def _fields(transfer: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in transfer.items() if k != "public_id"}
+def _fields(transfer: dict[str, Any]) -> bytes:
+    """The fields as the database compares them: as JSON, where 1, 1.0 and true differ
+    (Python's == says they are equal)."""
+    try:
+        return orjson.dumps({k: v for k, v in transfer.items() if k != "public_id"}, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as exc:
+        raise LedgerError(f"Transfer metadata must be JSON: {exc}", param="metadata") from None
 
 
 def _validate(transfer: Transfer, public_id: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from stablegate.pricing.fees import FeeSchedule, fee
 
 log = structlog.get_logger(__name__)
 PAYMENT_OWNER_PREFIX = "pay_"
+LATE_STATUSES = ("expired", "canceled")  # money seen in these is late
 
 
 async def on_chain_event(session: AsyncSession, event: ChainEvent) -> None:
@@ -51,7 +52,9 @@ async def _handle(session: AsyncSession, event: ChainEvent) -> None:
             amount=event.amount,
             generation=event.generation,
         )
-        await service.refresh(session, payment, needs_review=needs_review)
+        # New late money (not the same transfer mined again after a reorg).
+        late_arrival = event.kind == "seen" and receipt is None and payment["status"] in LATE_STATUSES
+        await service.refresh(session, payment, needs_review=needs_review, late_arrival=late_arrival)
 
 
 async def _expired_by_chain_time(session: AsyncSession, event: ChainEvent, payment: Any) -> Any:
@@ -140,7 +143,7 @@ async def _seen(session: AsyncSession, event: ChainEvent, payment: Any, option: 
         "fee": _fee(event, option),
         "status": "seen",
         "generation": event.generation,
-        "late": payment["status"] in ("expired", "canceled"),
+        "late": payment["status"] in LATE_STATUSES,
     }
     if receipt is None:
         await repository.insert_receipt(session, values)

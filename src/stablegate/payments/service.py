@@ -536,8 +536,9 @@ async def _apply(session: AsyncSession, row: Any, happening: Expire | Cancel | A
 # --- receipts ----------------------------------------------------------------------------
 
 
-async def refresh(session: AsyncSession, row: Any, *, needs_review: bool = False) -> None:
-    """After a receipt changed: recompute what was paid, transition, record the events."""
+async def refresh(session: AsyncSession, row: Any, *, needs_review: bool = False, late_arrival: bool = False) -> None:
+    """After a receipt changed: recompute what was paid, transition, record the events.
+    `late_arrival`: the change is a new receipt of late money."""
     options = await repository.options(session, [row["id"]])
     totals = {t["position"]: t for t in await repository.totals(session, row["id"])}
     # Compare fractions of each option's quote on a common denominator: a payer may pay
@@ -546,7 +547,7 @@ async def refresh(session: AsyncSession, row: Any, *, needs_review: bool = False
     seen = sum(int(t["seen"]) * (due // int(options[p]["token_amount"])) for p, t in totals.items())
     confirmed = sum(int(t["confirmed"]) * (due // int(options[p]["token_amount"])) for p, t in totals.items())
     received = confirmed * int(row["amount"]) // due
-    new, events = transition(_state(row, due), Receipts(seen=seen, confirmed=confirmed))
+    new, events = transition(_state(row, due), Receipts(seen=seen, confirmed=confirmed, late_arrival=late_arrival))
     if needs_review and not row["needs_review"]:
         events.append("payment.needs_review")
     columns = _columns(row, new, received) | {"needs_review": row["needs_review"] or needs_review}

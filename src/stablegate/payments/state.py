@@ -42,10 +42,12 @@ class PaymentState:
 
 @dataclass(frozen=True)
 class Receipts:
-    """The payment's on-chain totals after an observation changed (seen, confirmed, orphaned)."""
+    """The payment's on-chain totals after an observation changed (seen, confirmed,
+    orphaned); `late_arrival`: the change is new money seen after expiry or cancel."""
 
     seen: int
     confirmed: int
+    late_arrival: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,10 +106,15 @@ def _receipts(state: PaymentState, totals: Receipts) -> tuple[PaymentState, list
         else:
             status = "requires_payment"  # what was seen was orphaned
     late = state.late or (state.status in ("expired", "canceled") and totals.seen + totals.confirmed > 0)
-    new = replace(state, status=status, seen=totals.seen, confirmed=totals.confirmed, paid=paid, late=late)
+    # An acceptance covers the late money received so far: more of it asks again.
+    reopened = state.late_accepted and totals.late_arrival
+    accepted = state.late_accepted and not reopened
+    new = replace(
+        state, status=status, seen=totals.seen, confirmed=totals.confirmed, paid=paid, late=late, late_accepted=accepted
+    )
     events = [f"payment.{status}"] if status != state.status else []
     if paid != state.paid and paid in ("underpaid", "overpaid"):
         events.append(f"payment.{paid}")
-    if late and not state.late:
+    if (late and not state.late) or reopened:
         events.append("payment.paid_late")
     return new, events
