@@ -383,7 +383,7 @@ async def test_quote_runs_out_then_the_payment_expires_and_offers_a_fresh_start(
     await shot(page, artifacts, "quote-expired")
 
     async with db.session() as session:
-        await payments.expire_due(session, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=61))
+        await payments.expire_due(session, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=61 + payments.EXPIRY_GRACE_S))
     await state_is(page, "expired")
     await expect(page.locator("#status")).to_have_text("This payment has expired. Do not send money to it.")
     await expect(page.locator("#pay-area")).to_be_hidden()

@@ -353,7 +353,7 @@ async def test_status_when_canceled_expired_and_paid_late(
 
     expiring = create_payment(api, tenant, expires_in_s=60)
     async with db.session() as session:
-        await payments.expire_due(session, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=61))
+        await payments.expire_due(session, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=61 + payments.EXPIRY_GRACE_S))
     assert status_of(api, expiring)["state"] == "expired"
 
     pay_transfer(chain, expiring, 25 * USDC)

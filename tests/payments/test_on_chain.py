@@ -166,7 +166,12 @@ async def test_money_after_expiry_is_credited_and_flagged_late(
 ) -> None:
     payment = await create(db, principal, ctx, amount="3", expires_in_s=60)
     async with db.session() as session:
-        assert await service.expire_due(session, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=61)) >= 1
+        assert (
+            await service.expire_due(
+                session, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=61 + service.EXPIRY_GRACE_S)
+            )
+            >= 1
+        )
     assert (await fetch(db, principal, payment.id)).status == "expired"
 
     pay_transfer(chain, payment, 3 * USDC)
@@ -222,6 +227,22 @@ async def test_money_mined_before_expiry_and_followed_after_it_is_on_time(
     paid = await fetch(db, principal, payment.id)
     assert (paid.status, paid.paid, paid.late, paid.receipts[0].late) == ("succeeded", "exact", False, False)
     assert await event_types(db, payment.id) == ["payment.created", "payment.processing", "payment.succeeded"]
+
+
+async def test_the_expiry_job_gives_the_follower_a_grace(
+    db: Database, principal: Principal, ctx: service.Context
+) -> None:
+    """Just past its expiry an unpaid payment stays open, so money mined just before it
+    is seen first and counts as on time; after the grace the job expires it."""
+    payment = await create(db, principal, ctx, amount="1")
+    await _set_expiry(db, payment.id, "now() - interval '10 seconds'")
+    async with db.session() as session:
+        await service.expire_due(session)
+    assert (await fetch(db, principal, payment.id)).status == "requires_payment"
+    await _set_expiry(db, payment.id, f"now() - interval '{service.EXPIRY_GRACE_S + 1} seconds'")
+    async with db.session() as session:
+        await service.expire_due(session)
+    assert (await fetch(db, principal, payment.id)).status == "expired"
 
 
 async def test_a_reorg_that_orphans_a_seen_payment_reverses_its_pending_posting(
@@ -306,7 +327,7 @@ async def test_the_contract_refuses_a_quote_after_it_expired_and_a_transfer_is_s
     chain.mine()
     assert pay_contract(chain, payment)["status"] == 0  # the router checks the signed deadline
     async with db.session() as session:
-        await service.expire_due(session, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=61))
+        await service.expire_due(session, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=61 + service.EXPIRY_GRACE_S))
     pay_transfer(chain, payment, 2 * USDC)
     await confirm(chain, follower)
     late = await fetch(db, principal, payment.id)

@@ -50,6 +50,9 @@ log = structlog.get_logger(__name__)
 PREFIX = "pay"
 MAX_AMOUNT_MAJOR = 10**12  # a trillion of anything is a typo, not a payment
 EXPIRE_BATCH = 100
+# How long past its expiry an unpaid payment waits for the follower before the job expires
+# it: a block reaches the follower within seconds (poll interval, node propagation).
+EXPIRY_GRACE_S = 30
 # ISO 4217 minor units of the fiat currencies we price in; tokens use their decimals.
 FIAT_SCALES = {"USD": 2, "EUR": 2, "GBP": 2, "CHF": 2, "CAD": 2, "AUD": 2, "SGD": 2, "JPY": 0}
 
@@ -509,8 +512,13 @@ async def accept_late(session: AsyncSession, principal: Principal, payment_id: s
 
 
 async def expire_due(session: AsyncSession, now: dt.datetime | None = None) -> int:
-    """Expire up to EXPIRE_BATCH open payments past their expiry; the caller commits."""
-    rows = await repository.due_to_expire(session, now or dt.datetime.now(dt.UTC), EXPIRE_BATCH)
+    """Expire up to EXPIRE_BATCH open payments more than EXPIRY_GRACE_S past their
+    expiry; the caller commits. The grace lets the follower see money mined just before
+    the expiry first (else on-time money would be flagged late); money mined after it
+    expires the payment itself, by the block's time (receipts.py), so waiting costs only
+    a later `payment.expired`."""
+    cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(seconds=EXPIRY_GRACE_S)
+    rows = await repository.due_to_expire(session, cutoff, EXPIRE_BATCH)
     for row in rows:
         await _apply(session, row, Expire())
     return len(rows)
