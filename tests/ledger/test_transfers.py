@@ -15,6 +15,7 @@ from stablegate.errors import StablegateError
 from stablegate.ledger import service as ledger
 from stablegate.ledger.models import LedgerTransfer
 from stablegate.ledger.service import Balance, Transfer
+from stablegate.observability import metrics
 from tests.ledger.conftest import Book
 
 
@@ -335,6 +336,27 @@ async def test_an_account_holding_pending_transfers_cannot_be_closed(db: Databas
     with pytest.raises(StablegateError) as err:
         await post(db, hold(book, f"h2-{k}", 1))
     assert err.value.code == "account_closed"
+
+
+async def test_a_pending_that_cannot_expire_does_not_hold_up_the_others(db: Database, book: Book) -> None:
+    """A pending on an account closed before migration 0016 can never be released. It is
+    reported, and the other timed-out pending transfers still expire."""
+    k = book.cash.id
+    await post(db, pay(book, f"x-fund-{k}", 1000))
+    stuck = Transfer(f"x-stuck-{k}", book.cash.id, book.fees.id, "USD", 5, kind="pending", timeout_s=1)
+    await post(db, stuck, hold(book, f"x-ok-{k}", 7, timeout_s=1))
+    async with db.session() as session:  # a close from before 0016 (DDL is transactional: no one else sees it)
+        await session.execute(text("ALTER TABLE ledger_accounts DISABLE TRIGGER ledger_accounts_close_without_pending"))
+        await session.execute(text("UPDATE ledger_accounts SET closed_at = now() WHERE id = :id"), {"id": book.fees.id})
+        await session.execute(text("ALTER TABLE ledger_accounts ENABLE TRIGGER ledger_accounts_close_without_pending"))
+    await asyncio.sleep(1.1)
+    refused_before = metrics.LEDGER_EXPIRIES_REFUSED._value.get()
+    async with db.session() as session:
+        await ledger.expire_pending(session)
+    async with db.session() as session:
+        assert (await ledger.balance(session, book.merchant.id)).debits_pending == 0  # expired
+        assert (await ledger.balance(session, book.fees.id)).credits_pending == 5  # stuck, reported
+    assert metrics.LEDGER_EXPIRIES_REFUSED._value.get() >= refused_before + 1
 
 
 async def test_credits_must_not_exceed_debits(db: Database, book: Book) -> None:

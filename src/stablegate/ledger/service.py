@@ -20,11 +20,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stablegate.db import MAX_ATTEMPTS, RETRYABLE_SQLSTATES, Database, before_retry
+from stablegate.errors import StablegateError
 from stablegate.kit.ids import new_id, new_ids
 from stablegate.kit.pagination import Page, PageRequest
 from stablegate.ledger import repository
 from stablegate.ledger.errors import AccountNotFound, LedgerError, TransferExists
 from stablegate.ledger.models import LedgerAccount, LedgerAsset, LedgerTransfer
+from stablegate.observability import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -386,13 +388,35 @@ async def history(session: AsyncSession, account_ids: Sequence[int], page: PageR
 
 
 async def expire_pending(session: AsyncSession, limit: int = 500) -> int:
-    """Write `expire` resolutions for timed-out pending transfers (bounded batch)."""
+    """Write `expire` resolutions for timed-out pending transfers (bounded batch). One the
+    ledger refuses (a pending on an account closed before migration 0016) is logged and
+    counted, and does not hold up the others: the batch is then retried one by one."""
     ids = await repository.timed_out_pending(session, limit)
     if not ids:
         return 0
-    batch = [{**_expire_spec(pending_id), "public_id": new_id("txn")} for pending_id in ids]
-    async with session.begin_nested():
-        rows = await repository.create_transfers(session, batch)
+    try:
+        return await _expire(session, ids)
+    except StablegateError:
+        expired = 0
+        for pending_id in ids:
+            try:
+                expired += await _expire(session, [pending_id])
+            except StablegateError as exc:
+                log.error("ledger.expiry_refused", pending_id=pending_id, code=exc.code, reason=exc.message)
+                metrics.LEDGER_EXPIRIES_REFUSED.inc()
+        return expired
+
+
+async def _expire(session: AsyncSession, pending_ids: Sequence[str]) -> int:
+    batch = [{**_expire_spec(pending_id), "public_id": new_id("txn")} for pending_id in pending_ids]
+    try:
+        async with session.begin_nested():
+            rows = await repository.create_transfers(session, batch)
+    except DBAPIError as exc:
+        translated = repository.translate(exc)
+        if translated is None:
+            raise
+        raise translated from None
     return sum(1 for r in rows if r.created)
 
 

@@ -61,6 +61,12 @@ PAYMENT_RECEIPTS = Counter(
 )
 PAYMENTS_EXPIRED = Counter("stablegate_payments_expired_total", "Payments expired by the expiry job.")
 
+# Ledger (ledger/).
+LEDGER_EXPIRIES_REFUSED = Counter(
+    "stablegate_ledger_expiries_refused_total",
+    "Timed-out pending transfers the ledger could not expire (each attempt; see the error log).",
+)
+
 # Webhooks (design 0005): labels are fixed sets (outcomes, reasons), never endpoint ids.
 WEBHOOK_ATTEMPTS = Counter(
     "stablegate_webhook_attempts_total",
