@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
@@ -199,8 +200,16 @@ async def close_account(session: AsyncSession, account_id: int) -> None:
     still holds pending transfers is refused (`account_has_pending_transfers`): once
     closed, their reservations could be neither posted, voided nor expired."""
     await get_account(session, account_id)
-    try:
+    with _refusals_translated():
         await repository.close_account(session, account_id)
+
+
+@contextmanager
+def _refusals_translated() -> Iterator[None]:
+    """A database refusal of ours (LG SQLSTATEs, flag constraints…) as the ledger's error;
+    anything else (deadlocks included: the caller's retry handles those) as it came."""
+    try:
+        yield
     except DBAPIError as exc:
         translated = repository.translate(exc)
         if translated is None:
@@ -316,17 +325,12 @@ async def create_transfers(
     work that makes several calls runs under `Database.retrying`, which re-runs all of it
     after a deadlock or serialization failure."""
     batch = _validated(transfers)
-    try:
+    with _refusals_translated():
         if isolated:
             async with session.begin_nested():
                 rows = await repository.create_transfers(session, batch)
         else:
             rows = await repository.create_transfers(session, batch)
-    except DBAPIError as exc:
-        translated = repository.translate(exc)
-        if translated is None:
-            raise
-        raise translated from None
     assert len(rows) == len(batch), "the posting function answers once per transfer"
     results = _results(rows)
     log.info("ledger.transfers", count=len(results), created=sum(r.created for r in results))
@@ -409,14 +413,9 @@ async def expire_pending(session: AsyncSession, limit: int = 500) -> int:
 
 async def _expire(session: AsyncSession, pending_ids: Sequence[str]) -> int:
     batch = [{**_expire_spec(pending_id), "public_id": new_id("txn")} for pending_id in pending_ids]
-    try:
+    with _refusals_translated():
         async with session.begin_nested():
             rows = await repository.create_transfers(session, batch)
-    except DBAPIError as exc:
-        translated = repository.translate(exc)
-        if translated is None:
-            raise
-        raise translated from None
     return sum(1 for r in rows if r.created)
 
 
