@@ -11,6 +11,9 @@ class StablegateError(Exception):
     status_code = 400
     type = "invalid_request_error"
     code = "invalid_request"
+    # The parameter an error of this class is about when the raiser cannot say (a refusal
+    # translated from the database carries no parameter of its own).
+    default_param: str | None = None
 
     def __init__(
         self,
@@ -22,7 +25,7 @@ class StablegateError(Exception):
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.param = param
+        self.param = param if param is not None else self.default_param
         if code is not None:
             self.code = code
         self.headers = headers or {}

@@ -401,6 +401,49 @@ async def test_more_than_reserved_and_reuse_with_other_fields(db: Database, book
     assert await snapshot(db, book) == before
 
 
+# How a replay reaches the database: alone (the single-transfer function), beside a new
+# transfer (the plain batch function), beside a post (the stepwise function).
+REPLAY_PATHS: dict[str, Callable[[Book, Transfer], list[Transfer]]] = {
+    "alone": lambda book, t: [t],
+    "plain batch": lambda book, t: [t, pay(book, f"{t.id}-beside")],
+    "stepwise batch": lambda book, t: [t, Transfer(id=f"{t.id}-post", kind="post", pending_id=f"{t.id}-other")],
+}
+
+
+@pytest.mark.parametrize("path", REPLAY_PATHS)
+async def test_a_replay_must_ask_for_the_same_timeout(db: Database, book: Book, path: str) -> None:
+    """The timeout is one of a pending transfer's fields: a replay asking for another (or
+    none, or one where there was none) is refused like any other difference (0018)."""
+    k = f"{book.cash.id}-{path.replace(' ', '-')}"
+    timed, untimed = hold(book, f"timed-{k}", 100, timeout_s=60), hold(book, f"untimed-{k}", 100)
+    await post(db, pay(book, f"fund-{k}", 1000), timed, untimed)
+    await post(db, hold(book, f"timed-{k}-other", 5), hold(book, f"untimed-{k}-other", 5))
+    before = await snapshot(db, book)
+    for stored, asked in ((timed, None), (timed, 61), (timed, 90 * 86400), (untimed, 60)):
+        replay = hold(book, stored.id, 100, timeout_s=asked)
+        with pytest.raises(StablegateError) as err:
+            await post(db, *REPLAY_PATHS[path](book, replay))
+        assert (err.value.code, err.value.param) == ("transfer_exists_with_different_fields", "id"), (stored, asked)
+        assert await snapshot(db, book) == before
+    for stored in (timed, untimed):
+        results = await post(db, *REPLAY_PATHS[path](book, stored))
+        assert not results[0].created
+
+
+async def test_a_replay_of_a_transfer_stored_without_its_timeout_s_is_compared_on_the_rest(db: Database) -> None:
+    """Rows written before 0018 hold timeout_at but no timeout_s: nothing to compare."""
+    async with db.session() as session:
+        rows = (
+            await session.execute(
+                text(
+                    "SELECT ledger_replay_timeout_s(NULL, now(), 60), ledger_replay_timeout_s(NULL, NULL, 60),"
+                    " ledger_replay_timeout_s(60, now(), 61), ledger_replay_timeout_s(60, now(), NULL)"
+                )
+            )
+        ).one()
+    assert tuple(rows) == (60, None, 60, 60)
+
+
 async def test_closed_account_refuses_transfers(db: Database, book: Book) -> None:
     async with db.session() as session:
         await ledger.close_account(session, book.fees.id)

@@ -17,6 +17,7 @@ class AccountNotFound(NotFound):
 
 class AssetMismatch(LedgerError):
     code = "asset_mismatch"
+    default_param = "asset"
 
 
 class AccountClosed(LedgerError):
@@ -30,36 +31,44 @@ class AccountHasPending(Conflict):
 
 class ExceedsCredits(LedgerError):
     code = "exceeds_credits"
+    default_param = "amount"
 
 
 class ExceedsDebits(LedgerError):
     code = "exceeds_debits"
+    default_param = "amount"
 
 
 class TransferExists(Conflict):
     type = "ledger_error"
     code = "transfer_exists_with_different_fields"
+    default_param = "id"
 
 
 class PendingNotFound(LedgerError):
     code = "pending_transfer_not_found"
+    default_param = "pending_id"
 
 
 class PendingAlreadyResolved(Conflict):
     type = "ledger_error"
     code = "pending_transfer_already_resolved"
+    default_param = "pending_id"
 
 
 class PendingExpired(LedgerError):
     code = "pending_transfer_expired"
+    default_param = "pending_id"
 
 
 class PendingNotExpired(LedgerError):
     code = "pending_transfer_not_expired"
+    default_param = "pending_id"
 
 
 class ExceedsPendingAmount(LedgerError):
     code = "exceeds_pending_amount"
+    default_param = "amount"
 
 
 class AppendOnly(StablegateError):

@@ -58,6 +58,7 @@ class LedgerTransfer(Base):
     kind: Mapped[str] = mapped_column(Text)
     pending_id: Mapped[str | None] = mapped_column(Text, ForeignKey("ledger_transfers.id"))
     timeout_at: Mapped[dt.datetime | None] = mapped_column()
+    timeout_s: Mapped[int | None] = mapped_column(BigInteger)  # as asked, compared on replay (0018)
     code: Mapped[int] = mapped_column(Integer)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, server_default="{}")
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
