@@ -157,6 +157,8 @@ async def test_late_money_is_accepted_once_and_only_when_late(
 
 BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("too many decimals", {"amount": "1.001"}, "amount", "parameter_invalid"),
+    # 31 significant digits: beyond the default decimal precision, which used to round it away
+    ("too many decimals, long", {"amount": "1.000000000000000000000000000001"}, "amount", "parameter_invalid"),
     ("zero", {"amount": "0"}, "amount", "parameter_invalid"),
     ("negative", {"amount": "-5"}, "amount", "parameter_invalid"),
     ("huge", {"amount": "1000000000001"}, "amount", "parameter_invalid"),
@@ -181,6 +183,8 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("metadata key too long", {"metadata": {"k" * 41: "v"}}, "metadata[" + "k" * 41 + "]", "parameter_invalid"),
     ("metadata value not text", {"metadata": {"k": 5}}, "metadata[k]", "parameter_invalid"),
     ("bad success url", {"success_url": "javascript:alert(1)"}, "success_url", "parameter_invalid"),
+    ("success url without a host", {"success_url": "https:///thanks"}, "success_url", "parameter_invalid"),
+    ("cancel url with a bad port", {"cancel_url": "https://shop.example:99999/"}, "cancel_url", "parameter_invalid"),
     ("unknown field", {"customer": "cus_1"}, "customer", "parameter_invalid"),
     ("NUL in description", {"description": "a\x00b"}, "description", "parameter_invalid"),
 ]

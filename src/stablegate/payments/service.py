@@ -12,7 +12,8 @@ import datetime as dt
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Context as DecimalContext
+from decimal import Decimal, Inexact, InvalidOperation
 from typing import Any
 
 import structlog
@@ -22,7 +23,7 @@ from stablegate.chains import service as chains
 from stablegate.chains.registry import ADDRESS, ChainConfig, TokenConfig
 from stablegate.chains.rpc import RpcClient
 from stablegate.config import Settings
-from stablegate.errors import InvalidRequest, NotFound
+from stablegate.errors import InvalidRequest, NotFound, ServiceUnavailable
 from stablegate.kit.ids import is_valid_id, new_id
 from stablegate.kit.pagination import Page, PageRequest
 from stablegate.merchants.service import Principal
@@ -192,13 +193,19 @@ def currency_scale(ctx: Context, currency: str, mode: str) -> int:
     return decimals.pop()
 
 
+# Enough digits for any amount the schemas let through (30 + 36) at any token scale.
+_EXACT = DecimalContext(prec=200, traps=[Inexact, InvalidOperation])
+
+
 def parse_amount(text: str, scale: int) -> int:
     """ "25.00" at scale 2 → 2500; more decimals than the currency has is an error, not a rounding."""
     try:
         value = Decimal(text)
     except InvalidOperation:
         raise InvalidRequest("amount must be a decimal string.", param="amount", code="parameter_invalid") from None
-    units = value.scaleb(scale)
+    # Exact: at the default 28 digits, scaleb rounds a long amount ("1.0…01", 31 digits)
+    # before the check below could see its extra decimals.
+    units = value.scaleb(scale, context=_EXACT)
     if units != units.to_integral_value():
         raise InvalidRequest(
             f"amount has more than {scale} decimal places for this currency.", param="amount", code="parameter_invalid"
@@ -253,7 +260,11 @@ async def _rate(ctx: Context, token: str, currency: str, now: dt.datetime, param
     try:
         return checked(await ctx.rates.rate(token, currency), ctx.rate_max_age_s, now)
     except RateUnavailable as exc:
-        raise InvalidRequest(f"No usable rate for {token}/{currency}: {exc}.", param=param, code=exc.reason) from None
+        message = f"No usable rate for {token}/{currency}: {exc}."
+        if exc.reason == "rate_unavailable":  # the source is down: retry later, not fix the request
+            log.warning("payments.rate_unavailable", pair=f"{token}/{currency}", detail=str(exc))
+            raise ServiceUnavailable(message, param=param, code=exc.reason, headers={"Retry-After": "5"}) from None
+        raise InvalidRequest(message, param=param, code=exc.reason) from None
 
 
 def fee_schedule(schedules: Sequence[Any], rail: str, asset: str, default_bps: int) -> FeeSchedule:
