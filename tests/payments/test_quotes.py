@@ -9,11 +9,12 @@ from decimal import Decimal
 
 import pytest
 from eth_account import Account
+from sqlalchemy import text
 
 from stablegate.chains.anvil import DEV_PRIVATE_KEYS
 from stablegate.config import Settings
 from stablegate.db import Database
-from stablegate.errors import InvalidRequest
+from stablegate.errors import InvalidRequest, ServiceUnavailable
 from stablegate.merchants.service import Principal
 from stablegate.payments import repository, service
 from stablegate.pricing.rates import Rate, StaticRates
@@ -120,6 +121,24 @@ async def test_a_configured_chainlink_feed_prices_its_pair_and_static_rates_the_
     with pytest.raises(InvalidRequest) as refused:
         await create(db, principal, ctx, amount="19.00", currency="EUR")
     assert (refused.value.code, refused.value.param) == ("rate_stale", "accepted[0][asset]")
+
+
+async def test_a_feed_that_cannot_be_read_is_a_503_naming_the_asset_and_nothing_is_written(
+    db: Database, principal: Principal, chain: Chain
+) -> None:
+    """A feed address with no contract (the answer is empty, not a round): the pair has no
+    rate for now. That is the platform's fault, not the request's: 503, retry later."""
+    nowhere = "0x" + "fe" * 20
+    settings = Settings(intent_signer_key=DEV_PRIVATE_KEYS[0], fx_feeds=f"USDC/EUR@local:{nowhere}")
+    ctx = service.Context.from_settings(settings, [chain.config])
+    async with db.session() as session:
+        before = await session.scalar(text("SELECT count(*) FROM payments"))
+    with pytest.raises(ServiceUnavailable) as refused:
+        await create(db, principal, ctx, amount="19.00", currency="EUR")
+    assert (refused.value.status_code, refused.value.code) == (503, "rate_unavailable")
+    assert refused.value.param == "accepted[0][asset]" and refused.value.headers["Retry-After"] == "5"
+    async with db.session() as session:
+        assert await session.scalar(text("SELECT count(*) FROM payments")) == before
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ MockPriceFeed); stale or invalid rates refused, never used."""
 from __future__ import annotations
 
 import datetime as dt
+import socket
 from decimal import Decimal
 
 import pytest
@@ -83,6 +84,25 @@ async def test_a_feed_round_without_its_own_answer_is_stale(
     with pytest.raises(RateUnavailable) as err:
         await feed.rate("USDC", "USD")
     assert err.value.reason == "rate_stale"
+
+
+async def test_a_feed_that_cannot_be_read_has_no_rate() -> None:
+    """The node down, or a round dated beyond any calendar: `rate_unavailable`, never a
+    crash of the caller (which would answer a payment creation with a 500)."""
+    beyond = ChainlinkFeed(_RoundRpc(7, 7, 2**255), "0xfeed", "USDC", "USD")  # type: ignore[arg-type]
+    with pytest.raises(RateUnavailable) as err:
+        await beyond.rate("USDC", "USD")
+    assert err.value.reason == "rate_unavailable"
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # closed once the block ends: nothing listens there
+    rpc = RpcClient("local", [f"http://127.0.0.1:{port}"], timeout_s=1)
+    try:
+        with pytest.raises(RateUnavailable) as err:
+            await ChainlinkFeed(rpc, "0xfeed", "USDC", "USD").rate("USDC", "USD")
+        assert err.value.reason == "rate_unavailable" and "RpcError" in str(err.value)
+    finally:
+        await rpc.aclose()
 
 
 async def test_chainlink_feed_on_anvil_and_its_staleness(anvil: Anvil) -> None:

@@ -13,9 +13,10 @@ from decimal import Decimal
 from typing import Protocol
 
 from eth_abi.abi import decode
+from eth_abi.exceptions import DecodingError
 from eth_utils.crypto import keccak
 
-from stablegate.chains.rpc import RpcClient
+from stablegate.chains.rpc import RpcClient, RpcError
 
 LATEST_ROUND_DATA = "0x" + keccak(text="latestRoundData()").hex()[:8]
 DECIMALS = "0x" + keccak(text="decimals()").hex()[:8]
@@ -25,8 +26,9 @@ MAX_FUTURE_S = 300
 
 
 class RateUnavailable(Exception):
-    """No usable rate: missing, non-positive, older than allowed or dated in the future
-    (`reason` says which)."""
+    """No usable rate: missing, non-positive, older than allowed, dated in the future, or
+    its source unreachable or unreadable (`reason` says which; `rate_unavailable` is the
+    last, a fault of ours rather than of the request)."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -84,19 +86,32 @@ class ChainlinkFeed:
     async def rate(self, base: str, quote: str) -> Rate:
         if (base, quote) != (self.base, self.quote):
             raise RateUnavailable("rate_unknown", f"feed {self.feed} quotes {self.base}/{self.quote}")
-        if self._decimals is None:
-            self._decimals = int(await self._call(DECIMALS), 16)
-        raw = bytes.fromhex((await self._call(LATEST_ROUND_DATA)).removeprefix("0x"))
-        round_id, answer, _started, updated_at, answered_in_round = decode(
-            ["uint80", "int256", "uint256", "uint256", "uint80"], raw
-        )
+        try:
+            decimals, round_id, answer, updated_at, answered_in_round = await self._latest_round()
+            as_of = dt.datetime.fromtimestamp(updated_at, dt.UTC)
+        except (RpcError, DecodingError, ValueError, OverflowError, OSError) as exc:
+            # The node down, no contract at the address (an empty answer), a timestamp
+            # beyond any date: no rate, said as such (not a crash of the caller).
+            raise RateUnavailable("rate_unavailable", f"feed {self.feed}: {type(exc).__name__}: {exc}") from exc
         if answered_in_round < round_id or updated_at == 0:
             # The latest round has no answer of its own (an older round's is carried) or
             # is incomplete: Chainlink's own guidance is to treat it as stale.
             raise RateUnavailable("rate_stale", f"feed {self.feed} round {round_id} is not answered")
-        value = Decimal(answer).scaleb(-self._decimals)
-        as_of = dt.datetime.fromtimestamp(updated_at, dt.UTC)
+        value = Decimal(answer).scaleb(-decimals)
         return Rate(base, quote, value, as_of, f"chainlink:{self.feed}")
+
+    async def _latest_round(self) -> tuple[int, int, int, int, int]:
+        """(decimals, roundId, answer, updatedAt, answeredInRound); decimals() read once."""
+        if self._decimals is None:
+            decimals = int(await self._call(DECIMALS), 16)
+            if not 0 <= decimals <= 36:
+                raise ValueError(f"decimals() = {decimals}")
+            self._decimals = decimals
+        raw = bytes.fromhex((await self._call(LATEST_ROUND_DATA)).removeprefix("0x"))
+        round_id, answer, _started, updated_at, answered_in_round = decode(
+            ["uint80", "int256", "uint256", "uint256", "uint80"], raw
+        )
+        return self._decimals, round_id, answer, updated_at, answered_in_round
 
     async def _call(self, selector: str) -> str:
         return str(await self.rpc.call("eth_call", {"to": self.feed, "data": selector}, "latest"))
