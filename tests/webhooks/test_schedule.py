@@ -59,6 +59,17 @@ def test_retry_after_forms() -> None:
     assert schedule.parse_retry_after("-5", NOW) is None
     assert schedule.parse_retry_after(None, NOW) is None
     assert schedule.parse_retry_after("9" * 40, NOW) == 10**9
+    # digits that are not RFC 9110 DIGITs, and dates beyond datetime's range: unreadable
+    assert schedule.parse_retry_after("²", NOW) is None
+    assert schedule.parse_retry_after("\u0663", NOW) is None  # ARABIC-INDIC DIGIT THREE
+    assert schedule.parse_retry_after("Wed, 25 Nov 99999 12:01:30 GMT", NOW) is None
+
+
+@given(st.text(max_size=40))
+def test_any_retry_after_reads_as_seconds_or_none(value: str) -> None:
+    """A receiver's header is untrusted input: never an exception, never negative."""
+    seconds = schedule.parse_retry_after(value, NOW)
+    assert seconds is None or seconds >= 0
 
 
 def test_retry_after_is_honoured_for_429_and_5xx_only_and_capped() -> None:
