@@ -121,7 +121,14 @@ async def test_bad_event_types_and_fields(webhook_api: ApiServer, db: Database, 
         created = create(client, "http://127.0.0.1:9/x")
         too_long = client.post(f"/v1/webhook_endpoints/{created['id']}/rotate_secret", json={"overlap_s": 8 * 86400})
         assert too_long.status_code == 400 and too_long.json()["error"]["param"] == "overlap_s"
-        assert client.get("/v1/events", params={"type": "Bad Type"}).status_code == 400
+        rotate = f"/v1/webhook_endpoints/{created['id']}/rotate_secret"
+        for wrong in ("100", True, 1.5):
+            refused = client.post(rotate, json={"overlap_s": wrong})
+            assert refused.status_code == 400 and refused.json()["error"]["param"] == "overlap_s", wrong
+        assert client.post(rotate, json={"overlap_s": 60.0}).status_code == 200  # JSON's integral number
+        for wrong_type in ("Bad Type", "payment.bogus", "*"):
+            refused = client.get("/v1/events", params={"type": wrong_type})
+            assert refused.status_code == 400 and refused.json()["error"]["param"] == "type", wrong_type
     assert await endpoint_count(db, tenant) == 1
 
 

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from stablegate.kit.validation import NO_NUL_PATTERN, STORABLE, Integer, Metadata
 
@@ -28,7 +29,23 @@ ChainName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,32}$")]
 Symbol = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9]{1,11}$")]
 Reference = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL_PATTERN), STORABLE]
 Description = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL_PATTERN), STORABLE]
-RedirectUrl = Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://[^\x00-\x20\x7f]+$"), STORABLE]
+
+
+def _has_host(url: str) -> str:
+    # The payer's browser is sent here: "https:///x" or a bad port would strand them.
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise ValueError("must name a host")
+    _ = parts.port  # raises ValueError for a port that is not 0-65535
+    return url
+
+
+RedirectUrl = Annotated[
+    str,
+    StringConstraints(max_length=2048, pattern=r"^https?://[^\x00-\x20\x7f]+$"),
+    STORABLE,
+    AfterValidator(_has_host),
+]
 
 
 class AcceptedOption(BaseModel):

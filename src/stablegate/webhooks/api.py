@@ -3,12 +3,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import AfterValidator
 
 from stablegate.kit.pagination import PageRequest
 from stablegate.merchants.service import Principal
 from stablegate.web import ListResponse, SessionDep, error_responses, page_params, require
 from stablegate.webhooks import service
 from stablegate.webhooks.schemas import (
+    EVENT_TYPES,
     DeletedWebhookEndpoint,
     Event,
     RotateSecret,
@@ -31,8 +33,19 @@ Writer = Annotated[Principal, Depends(require("webhook_endpoints:write"))]
 EventId = Annotated[str, Path(max_length=64, description="An `evt_` id.")]
 EndpointId = Annotated[str, Path(max_length=64, description="A `we_` id.")]
 MsgId = Annotated[str, Path(max_length=64, description="A `msg_` id (the `webhook-id` header).")]
+
+
+def _known_type(value: str | None) -> str | None:
+    # An unknown type would only ever list nothing: a typo, said as such.
+    if value is not None and value not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {value!r}")
+    return value
+
+
 TypeFilter = Annotated[
-    str | None, Query(max_length=100, pattern=r"^[a-z_.]+$", description="Only events of this type.")
+    str | None,
+    Query(max_length=100, description="Only events of this type.", json_schema_extra={"enum": sorted(EVENT_TYPES)}),
+    AfterValidator(_known_type),
 ]
 
 

@@ -76,8 +76,8 @@ class WebhookEndpointUpdate(BaseModel):
 
 
 class RotateSecret(BaseModel):
-    # Not strict: JSON Schema's integer admits 245.0, and so must we (a fraction is refused).
-    model_config = ConfigDict(extra="forbid")
+    # Strict (a string or a boolean is refused); `Integer` still takes an integral 245.0.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     overlap_s: Integer = Field(
         default=DEFAULT_OVERLAP_S,
