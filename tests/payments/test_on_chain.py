@@ -133,6 +133,25 @@ async def test_underpaid_then_topped_up_by_a_second_partial_payment(
     assert await balances(db, tenant) == {"USDC.local": (20 * USDC - 150_000 - 50_000, 0)}
 
 
+async def test_a_payment_paid_in_parts_pays_its_fixed_fee_and_maximum_once(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
+) -> None:
+    """Four transfers of 25 USDC to the deposit address of a 100 USDC payment, under 1 %
+    + 0.30 capped at 0.50: the fee is the payment's, 0.50, not four capped fees (2.00)."""
+    async with db.session() as session:
+        await service.set_fee_schedule(
+            session, tenant.merchant_id, "test", rail="deposit_address", asset="USDC.local", bps=100,
+            fixed=300_000, maximum=500_000,
+        )  # fmt: skip
+    payment = await create(db, principal, ctx, amount="100", accepted=[{"chain": "local", "asset": "USDC"}])
+    for k in range(4):
+        pay_transfer(chain, payment, 25 * USDC, payer=k % 2)
+        await confirm(chain, follower)  # one receipt at a time: each sees the ones before
+    paid = await fetch(db, principal, payment.id)
+    assert (paid.status, paid.paid, len(paid.receipts)) == ("succeeded", "exact", 4)
+    assert await balances(db, tenant) == {"USDC.local": (100 * USDC - 500_000, 0)}
+
+
 async def test_overpaid_succeeds_and_says_so(
     db: Database, chain: Chain, follower: Follower, principal: Principal, ctx: service.Context
 ) -> None:

@@ -17,7 +17,7 @@ from stablegate.chains import service as chains
 from stablegate.chains.service import ChainEvent
 from stablegate.observability import metrics, tracing
 from stablegate.payments import postings, repository, service
-from stablegate.pricing.fees import FeeSchedule, fee
+from stablegate.pricing.fees import FeeSchedule, next_fee
 
 log = structlog.get_logger(__name__)
 PAYMENT_OWNER_PREFIX = "pay_"
@@ -116,14 +116,27 @@ def _ledger_receipt(event: ChainEvent, payment: Any, option: Any, receipt_fee: i
     )
 
 
-def _fee(event: ChainEvent, option: Any) -> int:
+async def _fee(session: AsyncSession, event: ChainEvent, option: Any) -> int:
     """A router payment split its fee on chain (as signed); a transfer pays the option's
-    deposit-rail fee, fixed when the payment was quoted."""
+    deposit-rail fee, fixed when the payment was quoted, charged per payment rather than
+    per transfer: the option's earlier transfers (not orphaned) count, so a payer who
+    splits a payment into parts does not multiply the fixed fee or escape the maximum.
+    The payment is locked by the caller, so no concurrent receipt changes the sums."""
     if event.observation_kind == "intent_paid":
         return event.fee
     maximum = None if option["fee_maximum"] is None else int(option["fee_maximum"])
     schedule = FeeSchedule(option["fee_bps"], int(option["fee_fixed"]), int(option["fee_minimum"]), maximum)
-    return fee(event.amount, schedule)
+    earlier = [
+        r
+        for r in await repository.receipts(session, [option["payment_id"]])
+        if r["position"] == option["position"]
+        and r["rail"] == "deposit_address"
+        and r["status"] != "orphaned"
+        and r["observation_id"] != event.observation_id
+    ]
+    paid_before = sum(int(r["amount"]) for r in earlier)
+    charged_before = sum(int(r["fee"]) for r in earlier)
+    return next_fee(event.amount, paid_before, charged_before, schedule)
 
 
 async def _seen(session: AsyncSession, event: ChainEvent, payment: Any, option: Any, receipt: Any) -> tuple[bool, bool]:
@@ -140,7 +153,7 @@ async def _seen(session: AsyncSession, event: ChainEvent, payment: Any, option: 
         "block_number": event.block_number,
         "from_address": event.from_address,
         "amount": event.amount,
-        "fee": _fee(event, option),
+        "fee": await _fee(session, event, option),
         "status": "seen",
         "generation": event.generation,
         "late": payment["status"] in LATE_STATUSES,

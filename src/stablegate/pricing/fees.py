@@ -17,7 +17,7 @@ MAX_BPS = 10_000
 @dataclass(frozen=True)
 class FeeSchedule:
     bps: int  # basis points of the amount
-    fixed: int = 0  # base units of the asset, added per payment
+    fixed: int = 0  # base units of the asset, added once per payment (see next_fee)
     minimum: int = 0
     maximum: int | None = None
 
@@ -43,6 +43,19 @@ def fee(amount: int, schedule: FeeSchedule) -> int:
     if schedule.maximum is not None:
         charged = min(charged, schedule.maximum)
     return min(charged, amount)
+
+
+def next_fee(amount: int, paid_before: int, charged_before: int, schedule: FeeSchedule) -> int:
+    """The fee of a payment's next partial payment of `amount`, after `paid_before` that
+    was charged `charged_before`: what the schedule charges the whole so far, less what
+    was charged already. So a payment paid in parts pays the fixed fee, the minimum and
+    the maximum once, and its parts' fees add up to `fee(total)` exactly.
+
+    Never negative and never above `amount` (fee is monotonic, and grows by at most
+    `amount` when the paid total does); the clamps only matter after a part's fee was
+    reversed (a reorg), when `charged_before` is no longer fee(paid_before)."""
+    assert amount >= 0 and paid_before >= 0 and charged_before >= 0
+    return min(max(fee(paid_before + amount, schedule) - charged_before, 0), amount)
 
 
 def split(amount: int, schedule: FeeSchedule) -> Split:
