@@ -61,6 +61,15 @@ async def test_balance_and_its_transactions(api: ApiServer, db: Database, tenant
     assert ("payout", "available", "-5000", "pending") in by_type
     assert ("fee", "available", "-290", "posted") in by_type
     assert ("payment", "pending", "10000", "posted") in by_type
+    settled = next(e for e in entries if e["bucket"] == "available" and e["amount"] == "10000")
+    assert (settled["from_bucket"], settled["type"]) == ("pending", "payment")
+    assert all(e["from_bucket"] is None for e in entries if e is not settled)
+    # Per bucket, what reached it less what left it is the balance (nothing here is voided).
+    for bucket in ("available", "pending"):
+        net = sum(int(e["amount"]) for e in entries if e["bucket"] == bucket) - sum(
+            int(e["amount"]) for e in entries if e["from_bucket"] == bucket
+        )
+        assert [{"asset": "USD", "amount": str(net), "scale": 2}] == balance[bucket], bucket
     assert all(e["id"].startswith("txn_") for e in entries)
     sources = {(e["type"], e["source"]) for e in entries}  # the object that caused each entry
     assert ("fee", "pay_01M86RAB3BXFWY9YDZJATWG97N") in sources

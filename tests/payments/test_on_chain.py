@@ -14,6 +14,8 @@ from stablegate.chains import service as chain_service
 from stablegate.chains.follower import Follower
 from stablegate.db import Database
 from stablegate.errors import InvalidRequest
+from stablegate.kit.pagination import PageRequest
+from stablegate.ledger import service as ledger
 from stablegate.merchants.service import Principal
 from stablegate.payments import service
 from tests.chains.conftest import Chain
@@ -150,6 +152,13 @@ async def test_a_payment_paid_in_parts_pays_its_fixed_fee_and_maximum_once(
     paid = await fetch(db, principal, payment.id)
     assert (paid.status, paid.paid, len(paid.receipts)) == ("succeeded", "exact", 4)
     assert await balances(db, tenant) == {"USDC.local": (100 * USDC - 500_000, 0)}
+    async with db.session() as session:  # the merchant's balance transactions add up to it
+        entries = (await ledger.merchant_entries(session, tenant.merchant_id, "test", PageRequest(limit=100))).data
+    fees = [e for e in entries if e.type == "fee"]
+    assert sum(-e.amount for e in fees) == 500_000 and {e.bucket for e in fees} == {"pending"}
+    for bucket, expected in (("available", 100 * USDC - 500_000), ("pending", 0)):
+        reached = sum(e.amount for e in entries if e.bucket == bucket)
+        assert reached - sum(e.amount for e in entries if e.from_bucket == bucket) == expected, bucket
 
 
 async def test_overpaid_succeeds_and_says_so(

@@ -40,6 +40,7 @@ async def list_balance_transactions(
             scale=e.scale,
             status=e.status,
             bucket=e.bucket,
+            from_bucket=e.from_bucket,
             type=e.type,
             source=e.source,
             created=int(e.created_at.timestamp()),

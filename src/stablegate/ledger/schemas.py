@@ -30,11 +30,16 @@ class BalanceTransaction(BaseModel):
 
     object: Literal["balance_transaction"] = "balance_transaction"
     id: str
-    amount: Amount = Field(description="Signed: positive adds to the merchant's balance.")
+    amount: Amount = Field(description="Signed: positive adds to `bucket`, negative takes from it.")
     asset: str
     scale: int
     status: Literal["pending", "posted", "voided", "expired"]
     bucket: str = Field(description="available, pending or reserve.")
+    from_bucket: str | None = Field(
+        description="For a move between two of your buckets (e.g. `pending` → `available` when a payment"
+        " confirms): the bucket the amount left, and `bucket` the one it reached. Per bucket, the entries"
+        " reaching it less those leaving it add up to the balance."
+    )
     type: str | None = Field(description="What moved the money, e.g. `payment` or `fee`.")
     source: str | None = Field(description="The id of the object that caused it, e.g. a payment.")
     created: int

@@ -439,6 +439,7 @@ class MerchantEntry:
     scale: int
     status: str
     bucket: str
+    from_bucket: str | None  # a move between the merchant's own buckets: the one it left
     type: str | None
     source: str | None
     created_at: dt.datetime
@@ -448,7 +449,7 @@ async def merchant_balances(session: AsyncSession, merchant_id: str, mode: str) 
     """Per asset: available (posted, less reserved) and pending (not yet available)."""
     by_asset: dict[str, list[int]] = {}
     for account in await repository.merchant_accounts(session, merchant_id, mode):
-        bucket = account.code.split(":")[3]
+        bucket = _bucket(account)
         totals = by_asset.setdefault(account.asset, [0, 0])
         posted = int(account.credits_posted) - int(account.debits_posted)
         if bucket == "available":
@@ -491,6 +492,10 @@ def _entry(
 ) -> MerchantEntry:
     credited = t.credit_account in accounts
     mine = accounts[t.credit_account if credited else t.debit_account]
+    # A move between two of the merchant's own buckets (pending → available when a payment
+    # confirms) is one entry that names both: listing only the credited side made the
+    # entries add up to more than the balance.
+    moved_from = accounts[t.debit_account] if credited and t.debit_account in accounts else None
     amount = resolved_amount if resolution == "post" and resolved_amount is not None else int(t.amount)
     metadata = t.metadata_ or {}
     return MerchantEntry(
@@ -499,11 +504,16 @@ def _entry(
         asset=t.asset,
         scale=scales[t.asset],
         status="posted" if t.kind == "posted" else _STATUS[resolution],
-        bucket=mine.code.split(":")[3],
+        bucket=_bucket(mine),
+        from_bucket=None if moved_from is None else _bucket(moved_from),
         type=_text(metadata.get("type")),
         source=_text(metadata.get("source")),
         created_at=t.created_at,
     )
+
+
+def _bucket(account: LedgerAccount) -> str:
+    return account.code.split(":")[3]  # merchant:<id>:<mode>:<bucket>:<asset> (chart.merchant_code)
 
 
 def _text(value: object) -> str | None:

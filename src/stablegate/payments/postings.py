@@ -96,6 +96,10 @@ async def book_confirmed(session: AsyncSession, r: Receipt) -> None:
 
 
 def _move(r: Receipt, step: str, debit: int, credit: int, amount: int) -> Transfer:
+    # The fee leg says so: it is what a merchant's balance transactions call `fee`.
+    # (Confirmation books once per receipt generation, in the follower's transaction with
+    # the receipt's status, so no earlier leg is replayed with the older label.)
+    metadata = r.metadata | {"type": "fee"} if step == "fee" else r.metadata
     return Transfer(
         id=r.transfer_id(step),
         debit_account=debit,
@@ -103,7 +107,7 @@ def _move(r: Receipt, step: str, debit: int, credit: int, amount: int) -> Transf
         asset=r.asset,
         amount=amount,
         code=CODE_PAYMENT,
-        metadata=r.metadata,
+        metadata=metadata,
     )
 
 
