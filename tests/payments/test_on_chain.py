@@ -230,6 +230,46 @@ async def _set_expiry(db: Database, payment_id: str, sql_time: str) -> None:
         await session.execute(text(f"UPDATE payments SET expires_at = {sql_time} WHERE id = :id"), {"id": payment_id})
 
 
+async def test_an_underpaid_payment_expires_once_nothing_is_on_its_way_and_the_rest_is_late(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
+) -> None:
+    """Part paid, then nothing: the payment does not wait for ever on its old quote. It
+    expires (still `underpaid`) once no seen money is waiting for confirmations; the rest,
+    paid later, is credited and flagged late for the merchant to accept or refund."""
+    payment = await create(db, principal, ctx, amount="20", expires_in_s=60)
+    after_expiry = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=61 + service.EXPIRY_GRACE_S)
+    pay_transfer(chain, payment, 15 * USDC)
+    await follower.sync()  # seen, not confirmed: it may still complete the payment
+    async with db.session() as session:
+        await service.expire_due(session, after_expiry)
+    assert (await fetch(db, principal, payment.id)).status == "processing"
+
+    await confirm(chain, follower)
+    async with db.session() as session:
+        await service.expire_due(session, after_expiry)
+    expired = await fetch(db, principal, payment.id)
+    assert (expired.status, expired.paid, expired.late, expired.amount_received) == (
+        "expired",
+        "underpaid",
+        False,
+        "15.00",
+    )
+
+    pay_transfer(chain, payment, 5 * USDC, payer=1)
+    await confirm(chain, follower)
+    late = await fetch(db, principal, payment.id)
+    assert (late.status, late.paid, late.late) == ("expired", "exact", True)
+    assert {r.amount_units: r.late for r in late.receipts} == {str(15 * USDC): False, str(5 * USDC): True}
+    assert await event_types(db, payment.id) == [
+        "payment.created",
+        "payment.processing",
+        "payment.underpaid",
+        "payment.expired",
+        "payment.paid_late",
+    ]
+    assert await balances(db, tenant) == {"USDC.local": (20 * USDC - 200_000, 0)}  # all credited, fee once
+
+
 async def test_money_mined_after_expiry_is_late_before_the_expiry_job_runs(
     db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
 ) -> None:

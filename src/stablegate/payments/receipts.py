@@ -52,23 +52,30 @@ async def _handle(session: AsyncSession, event: ChainEvent) -> None:
             amount=event.amount,
             generation=event.generation,
         )
-        # New late money (not the same transfer mined again after a reorg).
-        late_arrival = event.kind == "seen" and receipt is None and payment["status"] in LATE_STATUSES
-        await service.refresh(session, payment, needs_review=needs_review, late_arrival=late_arrival)
+        # Money seen while the payment is expired or canceled is late; a new transfer of
+        # it (not the same one mined again after a reorg) also asks the merchant again.
+        late_money = event.kind == "seen" and payment["status"] in LATE_STATUSES
+        late_arrival = late_money and receipt is None
+        await service.refresh(
+            session, payment, needs_review=needs_review, late_arrival=late_arrival, late_money=late_money
+        )
 
 
 async def _expired_by_chain_time(session: AsyncSession, event: ChainEvent, payment: Any) -> Any:
     """Money mined at or after the payment's expiry is late, whether or not the expiry
     job has run yet: an open payment past its expiry by the block's time expires first
-    (as the job would have done), so the receipt below counts as late. Without this, money
-    arriving in the minute before the job's next run was taken as on time."""
-    if payment["status"] != "requires_payment":
+    (as the job would have done: unpaid, or underpaid with nothing on its way), so the
+    receipt below counts as late. Without this, money arriving in the minute before the
+    job's next run was taken as on time."""
+    if payment["status"] not in ("requires_payment", "processing"):
         return payment
     mined_at = await chains.block_time(session, event.chain_id, event.block_number)
     if mined_at is None or mined_at < payment["expires_at"]:
         return payment
-    log.info("payment.expired_by_chain_time", payment_id=payment["id"], tx_hash=event.tx_hash)
-    return await service.expire_locked(session, payment)
+    expired = await service.expire_locked(session, payment)  # unchanged if money is on its way
+    if expired["status"] == "expired":
+        log.info("payment.expired_by_chain_time", payment_id=payment["id"], tx_hash=event.tx_hash)
+    return expired
 
 
 async def _option(session: AsyncSession, event: ChainEvent) -> Any:

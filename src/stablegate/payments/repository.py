@@ -247,10 +247,18 @@ async def update_state(session: AsyncSession, payment_id: str, v: dict[str, Any]
 
 
 async def due_to_expire(session: AsyncSession, now: dt.datetime, limit: int) -> list[Row]:
-    """Open, unpaid payments past their expiry, locked; others' locks are skipped, not waited on."""
+    """Open payments past their expiry, locked (others' locks are skipped, not waited on):
+    unpaid ones, and underpaid ones with no money waiting for confirmations (which may
+    complete them; they come back once it is confirmed). Each arm has its partial index
+    (0007, 0019), and the query returns only payments the state machine will expire, so
+    a batch is never filled with ones it leaves alone."""
     sql = f"""
-    SELECT {_PAYMENT_COLUMNS} FROM payments WHERE status = 'requires_payment' AND expires_at <= $1
-    ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
+    SELECT {_PAYMENT_COLUMNS} FROM payments p
+    WHERE p.expires_at <= $1
+      AND (p.status = 'requires_payment'
+           OR (p.status = 'processing' AND NOT EXISTS (
+                 SELECT 1 FROM payment_receipts r WHERE r.payment_id = p.id AND r.status = 'seen')))
+    ORDER BY p.expires_at LIMIT $2 FOR UPDATE OF p SKIP LOCKED
     """
     return await _fetch(session, sql, now, limit)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Context as DecimalContext
 from decimal import Decimal, Inexact, InvalidOperation
 from typing import Any
@@ -542,7 +542,12 @@ async def expire_locked(session: AsyncSession, row: Any) -> Any:
 
 
 async def _apply(session: AsyncSession, row: Any, happening: Expire | Cancel | AcceptLate) -> Payment:
-    state = _state(row, due=1)
+    # Only an expiring payment that has money needs its totals (expirable() reads them);
+    # an unpaid one has none, and cancel and accept do not depend on them.
+    if isinstance(happening, Expire) and row["status"] == "processing":
+        state = (await _totals(session, row))[0]
+    else:
+        state = _state(row, due=1)
     new, events = transition(state, happening)
     if not events:
         return (await render(session, [row]))[0]
@@ -555,24 +560,34 @@ async def _apply(session: AsyncSession, row: Any, happening: Expire | Cancel | A
 # --- receipts ----------------------------------------------------------------------------
 
 
-async def refresh(session: AsyncSession, row: Any, *, needs_review: bool = False, late_arrival: bool = False) -> None:
+async def refresh(
+    session: AsyncSession, row: Any, *, needs_review: bool = False, late_arrival: bool = False, late_money: bool = False
+) -> None:
     """After a receipt changed: recompute what was paid, transition, record the events.
-    `late_arrival`: the change is a new receipt of late money."""
-    options = await repository.options(session, [row["id"]])
-    totals = {t["position"]: t for t in await repository.totals(session, row["id"])}
-    # Compare fractions of each option's quote on a common denominator: a payer may pay
-    # part in one token and the rest in another, and integers must stay exact.
-    due = math.lcm(*(int(o["token_amount"]) for o in options))
-    seen = sum(int(t["seen"]) * (due // int(options[p]["token_amount"])) for p, t in totals.items())
-    confirmed = sum(int(t["confirmed"]) * (due // int(options[p]["token_amount"])) for p, t in totals.items())
-    received = confirmed * int(row["amount"]) // due
-    new, events = transition(_state(row, due), Receipts(seen=seen, confirmed=confirmed, late_arrival=late_arrival))
+    `late_money`: the change is money seen after expiry or cancel; `late_arrival`: a new
+    receipt of it (not a transfer mined again after a reorg)."""
+    current, options = await _totals(session, row)
+    received = current.confirmed * int(row["amount"]) // current.due
+    totals = Receipts(current.seen, current.confirmed, late_arrival=late_arrival, late_money=late_money)
+    new, events = transition(_state(row, current.due), totals)
     if needs_review and not row["needs_review"]:
         events.append("payment.needs_review")
     columns = _columns(row, new, received) | {"needs_review": row["needs_review"] or needs_review}
     updated = await repository.update_state(session, row["id"], columns)
     if events:
         await _emit(session, updated, events, (await render(session, [updated], options))[0])
+
+
+async def _totals(session: AsyncSession, row: Any) -> tuple[PaymentState, list[Any]]:
+    """The payment's state with its on-chain totals, and its options. Totals compare
+    fractions of each option's quote on a common denominator (`due`): a payer may pay
+    part in one token and the rest in another, and integers must stay exact."""
+    options = await repository.options(session, [row["id"]])
+    totals = {t["position"]: t for t in await repository.totals(session, row["id"])}
+    due = math.lcm(*(int(o["token_amount"]) for o in options))
+    seen = sum(int(t["seen"]) * (due // int(options[p]["token_amount"])) for p, t in totals.items())
+    confirmed = sum(int(t["confirmed"]) * (due // int(options[p]["token_amount"])) for p, t in totals.items())
+    return replace(_state(row, due), seen=seen, confirmed=confirmed), options
 
 
 def _state(row: Any, due: int) -> PaymentState:

@@ -43,11 +43,16 @@ class PaymentState:
 @dataclass(frozen=True)
 class Receipts:
     """The payment's on-chain totals after an observation changed (seen, confirmed,
-    orphaned); `late_arrival`: the change is new money seen after expiry or cancel."""
+    orphaned). `late_money`: the change is money seen after expiry or cancel (a new
+    transfer, or one mined again after a reorg); `late_arrival`: a new transfer of it."""
 
     seen: int
     confirmed: int
     late_arrival: bool = False
+    late_money: bool = False
+
+    def __post_init__(self) -> None:
+        assert self.late_money or not self.late_arrival, "a late arrival is late money"
 
 
 @dataclass(frozen=True)
@@ -76,11 +81,20 @@ def paid_flag(confirmed: int, due: int) -> str:
     return "exact" if confirmed == due else "overpaid"
 
 
+def expirable(state: PaymentState) -> bool:
+    """Unpaid, or underpaid with nothing on its way: an underpaid payment does not wait
+    for the rest for ever (its quote's rate is long gone); money after its expiry is late.
+    Seen money not yet confirmed may complete it, so it waits for that."""
+    if state.status == "requires_payment":
+        return True
+    return state.status == "processing" and state.seen == 0 and state.confirmed < state.due
+
+
 def transition(state: PaymentState, happening: Happening) -> tuple[PaymentState, list[str]]:
     """The next state and the event types to record, in order."""
     if isinstance(happening, Expire):
-        if state.status != "requires_payment":
-            return state, []  # money is on its way (processing) or the payment is over
+        if not expirable(state):
+            return state, []  # money is on its way, or the payment is over
         return replace(state, status="expired"), ["payment.expired"]
     if isinstance(happening, Cancel):
         if state.status != "requires_payment":
@@ -105,7 +119,8 @@ def _receipts(state: PaymentState, totals: Receipts) -> tuple[PaymentState, list
             status = "processing"
         else:
             status = "requires_payment"  # what was seen was orphaned
-    late = state.late or (state.status in ("expired", "canceled") and totals.seen + totals.confirmed > 0)
+    # Not "any money in an expired payment": an underpaid payment expires holding on-time money.
+    late = state.late or (state.status in ("expired", "canceled") and totals.late_money)
     # An acceptance covers the late money received so far: more of it asks again.
     reopened = state.late_accepted and totals.late_arrival
     accepted = state.late_accepted and not reopened
