@@ -365,6 +365,26 @@ async def test_status_when_canceled_expired_and_paid_late(
     assert "arrived after this payment closed" in get(api, page_path(expiring)).text
 
 
+async def test_status_when_expired_part_paid(
+    api: ApiServer, tenant: Tenant, db: Database, chain: Chain, follower: Follower
+) -> None:
+    """Part paid in time, then the payment expired: the payer is told their money reached
+    the shop, and not offered to start again (they would pay it all once more)."""
+    payment = create_payment(api, tenant, expires_in_s=60, cancel_url="https://shop.example/cart")
+    pay_transfer(chain, payment, 10 * USDC)
+    await follower.sync()
+    chain.mine(CONFIRMATIONS)
+    await follower.sync()
+    async with db.session() as session:
+        await payments.expire_due(session, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=61 + payments.EXPIRY_GRACE_S))
+    state = status_of(api, payment)
+    assert (state["state"], state["status"], state["paid"]) == ("expired_underpaid", "expired", "underpaid")
+    html = get(api, page_path(payment)).text
+    page = Page(html)
+    assert "hidden" in page.by_id("start-again") and "hidden" in page.by_id("pay-area")
+    assert "expired before it was paid in full" in html
+
+
 def test_checkout_views_are_counted(api: ApiServer, tenant: Tenant) -> None:
     payment = create_payment(api, tenant)
     get(api, page_path(payment))

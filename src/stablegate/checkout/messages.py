@@ -70,6 +70,8 @@ EN: dict[str, str] = {
     "status_underpaid": "We received part of the payment. {missing} {asset} is still missing: send the rest to "
     "the same address.",
     "status_expired": "This payment has expired. Do not send money to it.",
+    "status_expired_underpaid": "This payment expired before it was paid in full. What you sent has reached the "
+    "shop, which will complete or refund your order. Do not send more to it.",
     "status_canceled": "This payment was canceled. Do not send money to it.",
     "status_late": "Your payment arrived after this payment closed. The shop will accept or refund it.",
     "reconnecting": "Reconnecting…",
@@ -110,6 +112,7 @@ JS_KEYS = (
     "status_paid_redirect",
     "status_underpaid",
     "status_expired",
+    "status_expired_underpaid",
     "status_canceled",
     "status_late",
     "reconnecting",

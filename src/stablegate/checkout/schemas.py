@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 # The page's states: the payment's status and paid flag, folded into what a payer sees.
-State = Literal["waiting", "seen", "paid", "underpaid", "expired", "canceled", "late"]
+State = Literal["waiting", "seen", "paid", "underpaid", "expired", "expired_underpaid", "canceled", "late"]
 
 
 class OptionStatus(BaseModel):

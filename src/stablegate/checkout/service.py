@@ -62,7 +62,11 @@ def state(p: Payment) -> State:
     if p.status == "succeeded":
         return "paid"
     if p.status in ("expired", "canceled"):
-        return "late" if p.late else "expired" if p.status == "expired" else "canceled"
+        if p.late:
+            return "late"
+        if p.status == "expired" and p.paid == "underpaid":
+            return "expired_underpaid"  # part arrived in time: not "start again" (pay it all twice)
+        return "expired" if p.status == "expired" else "canceled"
     if any(r.status == "seen" for r in p.receipts):
         return "seen"
     if p.paid == "underpaid":
