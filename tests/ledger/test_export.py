@@ -102,6 +102,41 @@ async def test_export_is_one_snapshot_while_transfers_commit(db: Database, tmp_p
     _bean_check(path)
 
 
+async def test_balances_beyond_beancounts_precision_still_check(db: Database, tmp_path: Path) -> None:
+    """beancount adds in 28 significant digits; an 18-decimal token past 10^10 units needs
+    more. The balance assertion then carries the tolerance of beancount's own rounding,
+    and a real difference (one more posting left out) still fails it."""
+    async with db.session() as s:
+        await ledger.define_asset(s, "WEI.eth", 18, chain_id=1, contract="0x" + "11" * 20)
+        a = await ledger.open_account(s, "big:a", "WEI.eth", "asset")
+        b = await ledger.open_account(s, "big:b", "WEI.eth", "equity")
+        huge = 2 * 10**30 + 2  # 2 000 000 000 000.000 000 000 000 000 002
+        await ledger.create_transfers(
+            s, [Transfer(f"big-{n}", a.id, b.id, "WEI.eth", huge + n) for n in range(3)] + [
+                Transfer("big-small", b.id, a.id, "WEI.eth", 7)
+            ]
+        )  # fmt: skip
+    path = tmp_path / "big.beancount"
+    async with db.session() as s:
+        with path.open("w") as out:
+            async for line in export.beancount(s):
+                out.write(line)
+    _bean_check(path)
+    assert " ~ " in path.read_text()
+    # Drop a posting large enough to matter: bean-check must refuse the balance.
+    text = path.read_text().split("\n")
+    start = next(i for i, line in enumerate(text) if '"big-1"' in line) - 1
+    path.write_text("\n".join(text[:start] + text[start + 5 :]))
+    result = subprocess.run([str(BEAN_CHECK), str(path)], capture_output=True, text=True, timeout=120)  # noqa: ASYNC221
+    assert result.returncode != 0 and "Balance failed" in result.stdout + result.stderr
+
+
+def test_rounding_tolerance_only_past_28_digits() -> None:
+    assert export.rounding_tolerance(1000, 10**28 - 1) == 0
+    assert export.rounding_tolerance(3, 10**28) == 40  # (3 postings + the comparison) x the 28th digit: 10
+    assert export.rounding_tolerance(3, 6 * 10**30) == 4000
+
+
 def test_names_and_quantities() -> None:
     assert export.quantity(12345, 2) == "123.45"
     assert export.quantity(1, 18) == "0.000000000000000001"

@@ -19,6 +19,7 @@ from stablegate.ledger.models import LedgerAccount, LedgerAsset, LedgerTransfer
 _ROOTS = {"asset": "Assets", "liability": "Liabilities", "equity": "Equity", "income": "Income", "expense": "Expenses"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]")
 CHUNK_ROWS = 5000
+BEANCOUNT_DIGITS = 28  # the precision of beancount's arithmetic (Python's default decimal context)
 
 
 def account_name(account: LedgerAccount) -> str:
@@ -66,18 +67,40 @@ async def beancount(session: AsyncSession) -> AsyncIterator[str]:
     for a in accounts.values():
         yield f"{a.created_at.date()} open {account_name(a)} {commodity(a.asset)}\n"
     last_day = dt.date(1970, 1, 1)
-    async for line, day in _transactions(session, accounts, assets):
+    volume: dict[int, list[int]] = {}  # account id -> [postings, sum of their absolute amounts]
+    async for line, day in _transactions(session, accounts, assets, volume):
         last_day = max(last_day, day)
         yield line
     check_day = max([last_day, *(a.created_at.date() for a in accounts.values())]) + dt.timedelta(days=1)
     for a in accounts.values():
         posted = int(a.debits_posted) - int(a.credits_posted)  # beancount: debits are positive
-        yield f"{check_day} balance {account_name(a)} {quantity(posted, assets[a.asset])} {commodity(a.asset)}\n"
+        scale, unit = assets[a.asset], commodity(a.asset)
+        tolerance = rounding_tolerance(*volume.get(a.id, (0, 0)))
+        within = f" ~ {quantity(tolerance, scale)}" if tolerance else ""
+        yield f"{check_day} balance {account_name(a)} {quantity(posted, scale)}{within} {unit}\n"
+
+
+def rounding_tolerance(postings: int, volume: int) -> int:
+    """How far beancount's own sum of an account's postings may be off, in base units.
+
+    beancount adds with Python's default decimal context, 28 significant digits. While
+    the absolute amounts of an account's postings sum to fewer digits (below 10^28 base
+    units: 10^10 tokens of 18 decimals) every running total is exact and the balance
+    assertion needs no tolerance. Beyond that each addition may round by half a unit in
+    the 28th digit of a number no larger than that sum (and so may the negation of a
+    credit): the tolerance is that unit per posting, so bean-check still catches any real
+    difference above it."""
+    if volume < 10**BEANCOUNT_DIGITS:
+        return 0
+    unit: int = 10 ** (len(str(volume)) - BEANCOUNT_DIGITS)  # the 28th digit's, in base units
+    return (postings + 1) * unit  # + 1: the assertion's own subtraction rounds too
 
 
 async def _transactions(
-    session: AsyncSession, accounts: dict[int, LedgerAccount], assets: dict[str, int]
+    session: AsyncSession, accounts: dict[int, LedgerAccount], assets: dict[str, int], volume: dict[int, list[int]]
 ) -> AsyncIterator[tuple[str, dt.date]]:
+    """The posted journal as beancount transactions; counts each account's postings and
+    their absolute amounts into `volume` (for rounding_tolerance)."""
     pending = aliased(LedgerTransfer)
     query = (
         select(LedgerTransfer, pending.created_at)
@@ -88,6 +111,10 @@ async def _transactions(
     )
     async for t, _pending_created in await session.stream(query):
         day = t.created_at.date()
+        for account_id in (t.debit_account, t.credit_account):
+            seen = volume.setdefault(account_id, [0, 0])
+            seen[0] += 1
+            seen[1] += int(t.amount)
         amount = quantity(int(t.amount), assets[t.asset])
         unit = commodity(t.asset)
         label = _string(str((t.metadata_ or {}).get("type", t.kind)))
