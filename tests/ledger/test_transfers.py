@@ -209,6 +209,71 @@ BAD: list[tuple[str, Callable[[Book], Transfer], str]] = [
 ]
 
 
+def _plain(b: Book, **changes: object) -> Transfer:
+    return Transfer(id="x", debit_account=b.cash.id, credit_account=b.fees.id, asset="USD", amount=1)._replace(
+        **changes
+    )
+
+
+# Wrong types and fields a transfer cannot honour: refused naming the field, before the
+# database (which answered some of them with a raw driver error, a 500).
+BAD_FIELDS: list[tuple[str, Callable[[Book], Transfer], str]] = [
+    ("account id beyond bigint", lambda b: _plain(b, debit_account=2**63), "debit_account"),
+    ("account id a string", lambda b: _plain(b, credit_account=str(b.fees.id)), "credit_account"),
+    ("account id a bool", lambda b: _plain(b, debit_account=True), "debit_account"),
+    ("timeout in fractions", lambda b: _plain(b, kind="pending", timeout_s=1.5), "timeout_s"),
+    ("code a float", lambda b: _plain(b, code=1.0), "code"),
+    ("code a bool", lambda b: _plain(b, code=True), "code"),
+    ("id not a string", lambda b: _plain(b, id=7), "id"),
+    ("NUL in the id", lambda b: _plain(b, id="a\x00b"), "id"),
+    ("NUL in metadata", lambda b: _plain(b, metadata={"note": "a\x00b"}), "metadata"),
+    ("void of part", lambda b: Transfer(id="x", kind="void", pending_id=f"seed-{b.cash.id}", amount=30), "amount"),
+    (
+        "post to other accounts",
+        lambda b: Transfer(id="x", kind="post", pending_id=f"seed-{b.cash.id}", debit_account=b.fees.id),
+        "debit_account",
+    ),
+    (
+        "post in another asset",
+        lambda b: Transfer(id="x", kind="post", pending_id=f"seed-{b.cash.id}", asset="EUR"),
+        "asset",
+    ),
+]
+
+
+@pytest.mark.parametrize("standalone", [False, True], ids=["in a session", "ledger.post"])
+@pytest.mark.parametrize(("label", "make", "param"), BAD_FIELDS, ids=[b[0] for b in BAD_FIELDS])
+async def test_bad_fields_are_named_and_write_nothing(
+    db: Database, book: Book, label: str, make: Callable[[Book], Transfer], param: str, standalone: bool
+) -> None:
+    await post(db, pay(book, f"seed-{book.cash.id}", 500))
+    before = await snapshot(db, book)
+    with pytest.raises(StablegateError) as err:
+        await (ledger.post(db, [make(book)]) if standalone else post(db, make(book)))
+    assert (err.value.status_code, err.value.param) == (400, param), err.value.message
+    assert await snapshot(db, book) == before
+
+
+async def test_assets_are_refused_clearly(db: Database) -> None:
+    """One contract has one code; a fiat asset has no contract; a chain slug cannot end
+    in "-" (beancount could not parse the commodity); another scale for a code is refused."""
+    contract = "0x" + "ab" * 20
+    async with db.session() as session:
+        await ledger.define_asset(session, "TOK.chain-a", 6, chain_id=7, contract=contract)
+        cases = [
+            (dict(code="TOK2.chain-a", scale=6, chain_id=7, contract=contract), "contract", "asset_exists"),
+            (dict(code="TOK.chain-a", scale=8, chain_id=7, contract=contract), "code", "asset_exists"),
+            (dict(code="CHF", scale=2, contract=contract), "contract", "invalid_request"),
+            (dict(code="TOK.chain-", scale=6, chain_id=7, contract="0x" + "cd" * 20), "code", "invalid_request"),
+            (dict(code="TOK.-chain", scale=6, chain_id=7, contract="0x" + "cd" * 20), "code", "invalid_request"),
+        ]
+        for kwargs, param, code in cases:
+            with pytest.raises(StablegateError) as err:
+                await ledger.define_asset(session, **kwargs)  # type: ignore[arg-type]
+            assert (err.value.status_code, err.value.param, err.value.code) == (400, param, code), kwargs
+        assert (await ledger.define_asset(session, "TOK.chain-a", 6, chain_id=7, contract=contract)).scale == 6
+
+
 @pytest.mark.parametrize(("label", "make", "code"), BAD, ids=[b[0] for b in BAD])
 async def test_bad_transfers_write_nothing(
     db: Database, book: Book, label: str, make: Callable[[Book], Transfer], code: str

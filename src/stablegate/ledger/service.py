@@ -39,7 +39,9 @@ FLAG_DEBITS_MUST_NOT_EXCEED_CREDITS = 1
 FLAG_CREDITS_MUST_NOT_EXCEED_DEBITS = 2
 ACCOUNT_TYPES = frozenset({"asset", "liability", "equity", "income", "expense"})
 _FIAT_CODE = re.compile(r"^[A-Z]{3}$")
-_TOKEN_CODE = re.compile(r"^[A-Z][A-Z0-9]{1,11}\.[a-z0-9-]{1,24}$")
+# The chain slug neither starts nor ends with "-": beancount (the export) cannot parse a
+# commodity that ends in one.
+_TOKEN_CODE = re.compile(r"^[A-Z][A-Z0-9]{1,11}\.[a-z0-9](?:[a-z0-9-]{0,22}[a-z0-9])?$")
 
 Kind = Literal["posted", "pending", "post", "void"]
 
@@ -101,12 +103,23 @@ async def define_asset(
     kind = "fiat" if chain_id is None else "token"
     if kind == "fiat" and not _FIAT_CODE.match(code):
         raise LedgerError("A fiat asset code is three capital letters (ISO 4217).", param="code")
+    if kind == "fiat" and contract is not None:
+        raise LedgerError("A fiat asset has no contract (a token names its chain).", param="contract")
     if kind == "token" and (not _TOKEN_CODE.match(code) or not contract):
         raise LedgerError("A token asset is SYMBOL.chain with a contract address.", param="code")
-    if not 0 <= scale <= 36:
+    if type(scale) is not int or not 0 <= scale <= 36:
         raise LedgerError("scale must be 0 to 36.", param="scale")
     values = {"code": code, "kind": kind, "scale": scale, "chain_id": chain_id, "contract": contract}
     asset = await repository.upsert_asset(session, values)
+    if asset is None:  # only a token can collide on its contract
+        assert chain_id is not None and contract is not None
+        holder = await repository.asset_by_contract(session, chain_id, contract)
+        raise LedgerError(
+            f"Contract {contract} on chain {chain_id} is already asset {holder.code if holder else '?'};"
+            " one contract has one asset code.",
+            param="contract",
+            code="asset_exists",
+        )
     if (asset.kind, asset.scale, asset.chain_id, asset.contract) != (kind, scale, chain_id, contract):
         raise LedgerError(f"Asset {code} already exists with other properties.", param="code", code="asset_exists")
     return asset
@@ -257,26 +270,37 @@ def _validate(transfer: Transfer, public_id: str) -> dict[str, Any]:
     """Shape checks that need no database; the database enforces the rest. Runs once per
     transfer of every batch, so it reads the tuple once and tests the common case first."""
     id_, debit, credit, asset, amount, kind, pending_id, timeout_s, code, metadata = transfer
-    if not 1 <= len(id_) <= MAX_TRANSFER_ID_CHARS:
-        raise LedgerError(f"A transfer id is 1 to {MAX_TRANSFER_ID_CHARS} characters.", param="id")
+    if type(id_) is not str or not 1 <= len(id_) <= MAX_TRANSFER_ID_CHARS or "\x00" in id_:
+        raise LedgerError(f"A transfer id is 1 to {MAX_TRANSFER_ID_CHARS} characters, no NUL.", param="id")
     if kind == "posted" or kind == "pending":
         if debit is None or credit is None or asset is None:
             raise LedgerError("A transfer names its debit and credit accounts and asset.", param="debit_account")
+        _check_account(debit, "debit_account")
+        _check_account(credit, "credit_account")
         if debit == credit:
             raise LedgerError("Debit and credit accounts must differ.", param="credit_account", code="same_account")
         if pending_id is not None:
             raise LedgerError("Only post and void name a pending transfer.", param="pending_id")
         _check_amount(amount, required=True)
     elif kind == "post" or kind == "void":
-        if pending_id is None:
+        if type(pending_id) is not str:
             raise LedgerError(f"A {kind} names the pending transfer.", param="pending_id")
+        # Not ignored if given: a caller naming other accounts, or voiding "30 of 100",
+        # would believe in a movement the ledger does not make.
+        for name, value in (("debit_account", debit), ("credit_account", credit), ("asset", asset)):
+            if value is not None:
+                raise LedgerError(f"A {kind} moves the pending transfer's own {name}: leave it out.", param=name)
+        if kind == "void" and amount is not None:
+            raise LedgerError("A void releases the whole reservation: leave amount out.", param="amount")
         _check_amount(amount, required=False)
     else:
         raise LedgerError("kind must be posted, pending, post or void.", param="kind")
-    if timeout_s is not None and (kind != "pending" or not 1 <= timeout_s <= MAX_TIMEOUT_S):
-        raise LedgerError("Only a pending transfer has a timeout, 1 s to 90 days.", param="timeout_s")
-    if not 0 <= code <= 65535:
-        raise LedgerError("code must be 0 to 65535.", param="code")
+    if timeout_s is not None and (
+        kind != "pending" or type(timeout_s) is not int or not 1 <= timeout_s <= MAX_TIMEOUT_S
+    ):
+        raise LedgerError("Only a pending transfer has a timeout, 1 s to 90 days (whole seconds).", param="timeout_s")
+    if type(code) is not int or not 0 <= code <= 65535:
+        raise LedgerError("code must be an integer, 0 to 65535.", param="code")
     return {
         "id": id_,
         "public_id": public_id,
@@ -299,6 +323,11 @@ def _metadata_dict(metadata: object) -> dict[str, Any]:
     if not isinstance(metadata, Mapping):
         raise LedgerError("Transfer metadata is a JSON object.", param="metadata")
     return dict(metadata)
+
+
+def _check_account(account_id: object, param: str) -> None:
+    if type(account_id) is not int or not 0 < account_id < 2**63:  # ledger_accounts.id is a bigint
+        raise LedgerError(f"{param} is an account id.", param=param)
 
 
 def _check_amount(amount: int | None, *, required: bool) -> None:
