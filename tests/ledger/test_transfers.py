@@ -610,6 +610,28 @@ async def test_balance_as_of_follows_pending_transfers_and_their_resolution(db: 
     assert as_of[-1] == now
 
 
+async def test_a_resolution_stamped_before_its_pending_counts_from_the_pending(db: Database, book: Book) -> None:
+    """Rows carry their transaction's start time. A post whose transaction began before
+    the pending committed is stamped earlier than the pending; as of a moment between the
+    two, neither counts (it showed a pending amount of -100)."""
+    k = book.cash.id
+    await post(db, pay(book, f"early-fund-{k}", 1000))
+    async with db.session() as early:
+        await early.execute(text("SELECT 1"))  # its now() is taken here
+        async with db.session() as session:
+            between = await session.scalar(text("SELECT clock_timestamp()"))
+        await post(db, hold(book, f"early-h-{k}", 100))
+        await ledger.create_transfers(early, [Transfer(id=f"early-post-{k}", kind="post", pending_id=f"early-h-{k}")])
+    async with db.session() as session:
+        query = text("SELECT id, created_at FROM ledger_transfers WHERE id LIKE :p")
+        stamps = {row.id: row.created_at for row in await session.execute(query, {"p": "early-%"})}
+        assert stamps[f"early-post-{k}"] < between < stamps[f"early-h-{k}"]
+        then = await ledger.balance_as_of(session, book.merchant.id, between)
+        now = await ledger.balance(session, book.merchant.id)
+    assert (then.debits_pending, then.debits_posted) == (0, 0)
+    assert (now.debits_pending, now.debits_posted) == (0, 100)
+
+
 async def test_standalone_post_is_atomic_and_idempotent(db: Database, book: Book) -> None:
     k = book.cash.id
     first = await ledger.post(db, [pay(book, f"sa-{k}", 40), pay(book, f"sa2-{k}", 2)])

@@ -110,7 +110,10 @@ async def _transactions(
         .execution_options(yield_per=CHUNK_ROWS)
     )
     async for t, _pending_created in await session.stream(query):
-        day = t.created_at.date()
+        # Never before an account's open directive: a transfer's transaction may have begun
+        # before the account's committed (its now() is earlier), and bean-check refuses it.
+        debit, credit = accounts[t.debit_account], accounts[t.credit_account]
+        day = max(t.created_at.date(), debit.created_at.date(), credit.created_at.date())
         for account_id in (t.debit_account, t.credit_account):
             seen = volume.setdefault(account_id, [0, 0])
             seen[0] += 1
@@ -122,8 +125,8 @@ async def _transactions(
             (
                 f'\n{day} * "{label}" "{t.public_id}"\n'
                 f'  transfer_id: "{_string(t.id)}"\n'
-                f"  {account_name(accounts[t.debit_account])}  {amount} {unit}\n"
-                f"  {account_name(accounts[t.credit_account])}  -{amount} {unit}\n"
+                f"  {account_name(debit)}  {amount} {unit}\n"
+                f"  {account_name(credit)}  -{amount} {unit}\n"
             ),
             day,
         )

@@ -176,7 +176,10 @@ async def journal_sums(session: AsyncSession, account_id: int, until: dt.datetim
     """Posted and pending sums of the journal for one account, optionally up to `until`.
 
     Resolutions move amounts out of pending: a post adds its amount to posted and releases
-    the pending amount; a void or expiry only releases it."""
+    the pending amount; a void or expiry only releases it. A row's time is its
+    transaction's start (`now()`), so a resolution whose transaction began before its
+    pending committed is stamped earlier than the pending: it counts from the pending's
+    time (greatest), else a balance between the two showed a negative pending amount."""
     sql = text(
         """
         SELECT
@@ -189,7 +192,8 @@ async def journal_sums(session: AsyncSession, account_id: int, until: dt.datetim
         FROM ledger_transfers t
         LEFT JOIN ledger_transfers p ON p.id = t.pending_id
         WHERE (t.debit_account = :a OR t.credit_account = :a)
-          AND (CAST(:until AS timestamptz) IS NULL OR t.created_at <= CAST(:until AS timestamptz))
+          AND (CAST(:until AS timestamptz) IS NULL
+               OR greatest(t.created_at, p.created_at) <= CAST(:until AS timestamptz))
         """
     )
     row = (await session.execute(sql, {"a": account_id, "until": until})).one()
