@@ -24,6 +24,7 @@ from stablegate.ledger.service import Transfer
 _runs = itertools.count()
 DP, DPO, CP, CPO = range(4)  # debits_pending, debits_posted, credits_pending, credits_posted
 MAX_EXPIRY_ROUNDS = 2
+SHORT_TIMEOUT_S = 1  # pendings that time out within a run (the expire rule waits for it)
 DEBUG_PHASES = [Phase.explicit, Phase.reuse, Phase.generate]
 
 
@@ -47,7 +48,7 @@ class Pending:
     amount: int
     debit: int
     credit: int
-    expires: bool
+    expires: bool  # times out within the test (1 s); a long timeout is resolved like none
     resolved: bool = False
 
 
@@ -61,6 +62,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.run = next(_runs)
         self.accounts: dict[int, Acct] = {}
         self.sent: dict[str, Transfer] = {}
+        self.public_ids: dict[str, str] = {}  # what the ledger answered for each stored id
         self.pendings: dict[str, Pending] = {}
         self.serial = itertools.count()
         self.expiry_rounds = 0
@@ -100,7 +102,7 @@ class LedgerMachine(RuleBasedStateMachine):
             d.bal[column_d] += t.amount
             c.bal[column_c] += t.amount
             if t.kind == "pending":
-                pendings[t.id] = Pending(t.amount, d.id, c.id, expires=t.timeout_s is not None)
+                pendings[t.id] = Pending(t.amount, d.id, c.id, expires=t.timeout_s == SHORT_TIMEOUT_S)
         else:
             p = pendings[t.pending_id]
             if p.resolved:
@@ -139,18 +141,20 @@ class LedgerMachine(RuleBasedStateMachine):
         pendings = {k: Pending(**vars(v)) for k, v in self.pendings.items()}
         expected = self._expect(transfers, model, pendings)
         try:
-            self._go(self._create(transfers))
+            results = self._go(self._create(transfers))
             got = None
         except StablegateError as exc:
             got = exc.code
         assert (got in expected) if expected else got is None, f"{transfers}: ledger {got}, model {expected}"
         if not expected:
+            assert all(r.created for r in results)
             self.accounts, self.pendings = model, pendings
             self.sent.update({t.id: t for t in transfers})
+            self.public_ids.update({r.id: r.public_id for r in results})
 
-    async def _create(self, transfers: list[Transfer]) -> None:
+    async def _create(self, transfers: list[Transfer]) -> list[ledger.TransferResult]:
         async with self.db.session() as s:
-            await ledger.create_transfers(s, transfers)
+            return await ledger.create_transfers(s, transfers)
 
     # ---- rules ------------------------------------------------------------------------
 
@@ -160,7 +164,7 @@ class LedgerMachine(RuleBasedStateMachine):
         debit = data.draw(st.sampled_from(ids))
         credit = data.draw(st.sampled_from([i for i in ids if i != debit]))
         kind = data.draw(st.sampled_from(["posted", "posted", "pending"]))
-        timeout = data.draw(st.sampled_from([None, None, 1])) if kind == "pending" else None
+        timeout = data.draw(st.sampled_from([None, None, SHORT_TIMEOUT_S, 3600])) if kind == "pending" else None
         if data.draw(st.integers(0, 19)) == 0:  # now and then, the wrong asset
             asset = "EUR" if asset == "USD" else "USD"
         amount = data.draw(st.integers(min_value=1, max_value=10**6))
@@ -200,26 +204,57 @@ class LedgerMachine(RuleBasedStateMachine):
         self._submit([self._new_transfer(data), resolution, self._new_transfer(data)])
 
     @precondition(lambda self: bool(self.sent))
-    @rule(data=st.data(), tamper=st.booleans())
-    def replay(self, data: st.DataObject, tamper: bool) -> None:
-        original = self.sent[data.draw(st.sampled_from(sorted(self.sent)))]
+    @rule(data=st.data(), size=st.integers(1, 3), tamper=st.booleans())
+    def replay(self, data: st.DataObject, size: int, tamper: bool) -> None:
+        """Stored transfers sent again, alone or as a batch (each of the posting function's
+        paths): the originals come back, created=False, and nothing changes (the
+        invariants check it). One field changed in one of them refuses the whole batch."""
+        size = min(size, len(self.sent))
+        ids = data.draw(st.lists(st.sampled_from(sorted(self.sent)), min_size=size, max_size=size, unique=True))
+        originals = [self.sent[i] for i in ids]
         if not tamper:
-            self._go(self._create([original]))  # must change nothing: the invariants check it
+            results = self._go(self._create(originals))
+            assert [(r.id, r.public_id, r.created) for r in results] == [(i, self.public_ids[i], False) for i in ids]
             return
-        changed = original._replace(code=original.code + 1)
+        victim = data.draw(st.integers(0, size - 1))
+        batch = list(originals)
+        batch[victim] = self._tampered(data, originals[victim])
         with pytest.raises(StablegateError) as err:
-            self._go(self._create([changed]))
-        assert err.value.code == "transfer_exists_with_different_fields"
+            self._go(self._create(batch))
+        assert err.value.code == "transfer_exists_with_different_fields", (originals[victim], batch[victim])
+
+    def _tampered(self, data: st.DataObject, t: Transfer) -> Transfer:
+        """`t` with one field changed in a way the ledger must refuse as a replay."""
+        fields = ["code", "metadata"]
+        if t.pending_id is None:
+            fields.append("amount")
+        if t.kind == "pending":
+            fields.append("timeout_s")
+        name = data.draw(st.sampled_from(fields))
+        if name == "code":
+            return t._replace(code=t.code + 1)
+        if name == "metadata":
+            return t._replace(metadata={"tampered": True})
+        if name == "amount":
+            assert t.amount is not None
+            return t._replace(amount=t.amount + 1)
+        return t._replace(timeout_s=7200 if t.timeout_s is None else None)
 
     @precondition(
         lambda self: (
             self.expiry_rounds < MAX_EXPIRY_ROUNDS and any(p.expires and not p.resolved for p in self.pendings.values())
         )
     )
-    @rule()
-    def expire(self) -> None:
+    @rule(data=st.data())
+    def expire(self, data: st.DataObject) -> None:
         self.expiry_rounds += 1
-        time.sleep(1.05)
+        time.sleep(SHORT_TIMEOUT_S + 0.05)
+        # Timed out, not yet expired by the job: posting or voiding it is refused.
+        timed_out = sorted(k for k, p in self.pendings.items() if p.expires and not p.resolved)
+        late = Transfer(self._tid(), kind=data.draw(st.sampled_from(["post", "void"])), pending_id=timed_out[0])
+        with pytest.raises(StablegateError) as err:
+            self._go(self._create([late]))
+        assert err.value.code == "pending_transfer_expired"
         self._go(self._expire())
         for p in self.pendings.values():
             if p.expires and not p.resolved:
