@@ -254,6 +254,28 @@ async def test_bad_fields_are_named_and_write_nothing(
     assert await snapshot(db, book) == before
 
 
+async def test_bad_accounts_are_refused_naming_the_field(db: Database) -> None:
+    async with db.session() as session:
+        await ledger.define_asset(session, "USD", 2)
+        cases = [
+            (dict(code="x" * 201, asset="USD", type="asset"), "code"),
+            (dict(code="a\x00b", asset="USD", type="asset"), "code"),
+            (dict(code="ok-flags", asset="USD", type="asset", flags=4), "flags"),
+            (dict(code="ok-flags", asset="USD", type="asset", flags=True), "flags"),
+            (dict(code="ok-mode", asset="USD", type="asset", mode="prod"), "mode"),
+            (dict(code="ok-type", asset="USD", type="cash"), "type"),
+        ]
+        for kwargs, param in cases:
+            for opener in (ledger.open_account, _open_one):
+                with pytest.raises(StablegateError) as err:
+                    await opener(session, **kwargs)  # type: ignore[operator]
+                assert (err.value.status_code, err.value.param) == (400, param), (opener, kwargs)
+
+
+async def _open_one(session: object, **kwargs: object) -> object:
+    return await ledger.open_accounts(session, [ledger.AccountSpec(**kwargs)])  # type: ignore[arg-type]
+
+
 async def test_assets_are_refused_clearly(db: Database) -> None:
     """One contract has one code; a fiat asset has no contract; a chain slug cannot end
     in "-" (beancount could not parse the commodity); another scale for a code is refused."""

@@ -37,6 +37,7 @@ MAX_TRANSFER_ID_CHARS = 128
 MAX_TIMEOUT_S = 90 * 24 * 3600
 FLAG_DEBITS_MUST_NOT_EXCEED_CREDITS = 1
 FLAG_CREDITS_MUST_NOT_EXCEED_DEBITS = 2
+FLAG_BITS = FLAG_DEBITS_MUST_NOT_EXCEED_CREDITS | FLAG_CREDITS_MUST_NOT_EXCEED_DEBITS
 ACCOUNT_TYPES = frozenset({"asset", "liability", "equity", "income", "expense"})
 _FIAT_CODE = re.compile(r"^[A-Z]{3}$")
 # The chain slug neither starts nor ends with "-": beancount (the export) cannot parse a
@@ -136,8 +137,7 @@ async def open_account(
     mode: str | None = None,
 ) -> LedgerAccount:
     """Get or create the account named `code`; an existing one must match."""
-    if type not in ACCOUNT_TYPES:
-        raise LedgerError(f"type must be one of {sorted(ACCOUNT_TYPES)}.", param="type")
+    _check_account_spec(AccountSpec(code, asset, type, flags, merchant_id, mode))
     if await repository.get_asset(session, asset) is None:
         raise LedgerError(f"Unknown asset {asset}.", param="asset", code="asset_not_found")
     values = {"code": code, "asset": asset, "type": type, "flags": flags, "merchant_id": merchant_id, "mode": mode}
@@ -160,6 +160,21 @@ class AccountSpec:
 
 
 MAX_OPEN_BATCH = 5000
+MAX_ACCOUNT_CODE_CHARS = 200  # ledger_accounts.code's CHECK
+
+
+def _check_account_spec(spec: AccountSpec) -> None:
+    """What the database's CHECKs would refuse, refused first with the field named (they
+    surfaced as raw IntegrityErrors)."""
+    if spec.type not in ACCOUNT_TYPES:
+        raise LedgerError(f"type must be one of {sorted(ACCOUNT_TYPES)}.", param="type")
+    code = spec.code
+    if type(code) is not str or not 1 <= len(code) <= MAX_ACCOUNT_CODE_CHARS or "\x00" in code:
+        raise LedgerError(f"An account code is 1 to {MAX_ACCOUNT_CODE_CHARS} characters, no NUL.", param="code")
+    if type(spec.flags) is not int or not 0 <= spec.flags <= FLAG_BITS:
+        raise LedgerError("flags are 1 (debits must not exceed credits), 2 (the reverse), both or none.", param="flags")
+    if spec.mode not in (None, "test", "live"):
+        raise LedgerError("mode is test or live.", param="mode")
 
 
 async def open_accounts(session: AsyncSession, specs: Sequence[AccountSpec]) -> list[LedgerAccount]:
@@ -168,8 +183,7 @@ async def open_accounts(session: AsyncSession, specs: Sequence[AccountSpec]) -> 
     assert 0 < len(specs) <= MAX_OPEN_BATCH
     unique = list({s.code: s for s in specs}.values())
     for spec in unique:
-        if spec.type not in ACCOUNT_TYPES:
-            raise LedgerError(f"type must be one of {sorted(ACCOUNT_TYPES)}.", param="type")
+        _check_account_spec(spec)
     values = [
         {
             "code": s.code,
