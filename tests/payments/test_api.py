@@ -4,6 +4,7 @@ retrieve, list with filters, cancel, isolation between merchants and modes, and 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from stablegate.chains.anvil import DEV_PRIVATE_KEYS
 from stablegate.db import Database
 from stablegate.merchants import service as merchants
 from stablegate.rails.intents import Intent, intent_digest
-from tests.conftest import TEST_SECRET, ApiServer, Tenant
+from tests.conftest import TEST_SECRET, ApiServer, Tenant, payments_env, start_server, stop_server
 
 
 @pytest.fixture
@@ -201,6 +202,31 @@ async def test_bad_input_names_the_parameter_and_writes_nothing(
     error = reply.json()["error"]
     assert (error["param"], error["code"]) == (param, code), error
     assert await counts(db) == before
+
+
+async def test_an_unreadable_rate_feed_is_a_503_whose_idempotency_key_stays_usable(
+    database_url: str, tmp_path: Path, tenant: Tenant, db: Database
+) -> None:
+    """The local chain's RPC is unreachable in this configuration, so a feed on it cannot
+    be read: 503 with Retry-After naming the asset, nothing written, and the key is free
+    for the retry the client was told to make (a stored 503 would be replayed for 24 h)."""
+    env = payments_env(tmp_path) | {"STABLEGATE_FX_FEEDS": "USDC/EUR@local:0x" + "fe" * 20}
+    server = start_server(database_url, tmp_path / "server.log", env)
+    try:
+        before = await counts(db)
+        with server.client(tenant.test_key) as client:
+            body = {"amount": "19.00", "currency": "EUR", "accepted": [{"chain": "local", "asset": "USDC"}]}
+            reply = client.post("/v1/payments", json=body, headers={"Idempotency-Key": "feed-down-1"})
+        assert reply.status_code == 503, reply.text
+        error = reply.json()["error"]
+        assert (error["code"], error["param"]) == ("rate_unavailable", "accepted[0][asset]")
+        assert reply.headers["Retry-After"] == "5"
+        assert await counts(db) == before
+        async with db.session() as session:
+            kept = await session.scalar(text("SELECT count(*) FROM idempotency_keys WHERE key = 'feed-down-1'"))
+        assert kept == 0
+    finally:
+        stop_server(server)
 
 
 def test_a_live_key_cannot_use_a_test_chain(payments_api: ApiServer, tenant: Tenant) -> None:

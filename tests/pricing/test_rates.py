@@ -100,7 +100,7 @@ async def test_a_feed_that_cannot_be_read_has_no_rate() -> None:
     try:
         with pytest.raises(RateUnavailable) as err:
             await ChainlinkFeed(rpc, "0xfeed", "USDC", "USD").rate("USDC", "USD")
-        assert err.value.reason == "rate_unavailable" and "RpcError" in str(err.value)
+        assert err.value.reason == "rate_unavailable"  # refused, or retried past the read deadline
     finally:
         await rpc.aclose()
 

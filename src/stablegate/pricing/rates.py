@@ -7,6 +7,7 @@ Two providers: `StaticRates` (configuration: fixed pegs, tests) and `ChainlinkFe
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
@@ -23,6 +24,9 @@ DECIMALS = "0x" + keccak(text="decimals()").hex()[:8]
 # A rate dated later than this after now is a wrong clock or a wrong feed, not a fresh
 # rate: block times (a feed's updatedAt) run a few seconds ahead at most.
 MAX_FUTURE_S = 300
+# A feed is read while a merchant waits for a payment to be created: past this, the pair
+# has no rate for now (the RPC client alone would retry a dead node for ~10 s).
+READ_DEADLINE_S = 2.0
 
 
 class RateUnavailable(Exception):
@@ -87,9 +91,10 @@ class ChainlinkFeed:
         if (base, quote) != (self.base, self.quote):
             raise RateUnavailable("rate_unknown", f"feed {self.feed} quotes {self.base}/{self.quote}")
         try:
-            decimals, round_id, answer, updated_at, answered_in_round = await self._latest_round()
+            async with asyncio.timeout(READ_DEADLINE_S):
+                decimals, round_id, answer, updated_at, answered_in_round = await self._latest_round()
             as_of = dt.datetime.fromtimestamp(updated_at, dt.UTC)
-        except (RpcError, DecodingError, ValueError, OverflowError, OSError) as exc:
+        except (RpcError, DecodingError, ValueError, OverflowError, OSError, TimeoutError) as exc:
             # The node down, no contract at the address (an empty answer), a timestamp
             # beyond any date: no rate, said as such (not a crash of the caller).
             raise RateUnavailable("rate_unavailable", f"feed {self.feed}: {type(exc).__name__}: {exc}") from exc
