@@ -368,6 +368,36 @@ async def test_a_payment_orphaned_then_mined_again_is_credited_once(
     ]
 
 
+async def test_a_part_orphaned_and_mined_again_after_another_does_not_pay_the_fixed_fee_twice(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
+) -> None:
+    """Part A is seen (its fee estimated with the fixed part), orphaned, part C confirms
+    (paying the fixed part), then A is mined again: A's fee is settled at its confirmation,
+    against C, so the payment pays 1 % + 0.30 capped at 0.50 once (A's stale estimate
+    would have charged 0.50 twice)."""
+    async with db.session() as session:
+        await service.set_fee_schedule(
+            session, tenant.merchant_id, "test", rail="deposit_address", asset="USDC.local", bps=100,
+            fixed=300_000, maximum=500_000,
+        )  # fmt: skip
+    payment = await create(db, principal, ctx, amount="100", accepted=[{"chain": "local", "asset": "USDC"}])
+    await follower.sync()
+    snapshot = chain.rpc("evm_snapshot")
+    raw = chain.signed_transfer(option(payment).token, option(payment).instructions.deposit_address.address, 25 * USDC)
+    chain.send_raw(raw)
+    await follower.sync()
+    chain.rpc("evm_revert", snapshot)
+    chain.mine(2)  # A orphaned
+    await follower.sync()
+    pay_transfer(chain, payment, 25 * USDC, payer=1)
+    await confirm(chain, follower)  # C confirmed: 0.25 + 0.30, capped at 0.50
+    chain.send_raw(raw)  # A again, on the new branch
+    await confirm(chain, follower)
+    paid = await fetch(db, principal, payment.id)
+    assert sorted(r.status for r in paid.receipts) == ["confirmed", "confirmed"]
+    assert await balances(db, tenant) == {"USDC.local": (50 * USDC - 500_000, 0)}
+
+
 async def test_cancel_only_before_money_is_seen(
     db: Database, chain: Chain, follower: Follower, principal: Principal, ctx: service.Context
 ) -> None:

@@ -123,12 +123,15 @@ def _ledger_receipt(event: ChainEvent, payment: Any, option: Any, receipt_fee: i
     )
 
 
-async def _fee(session: AsyncSession, event: ChainEvent, option: Any) -> int:
+async def _fee(session: AsyncSession, event: ChainEvent, option: Any, counted: tuple[str, ...]) -> int:
     """A router payment split its fee on chain (as signed); a transfer pays the option's
     deposit-rail fee, fixed when the payment was quoted, charged per payment rather than
-    per transfer: the option's earlier transfers (not orphaned) count, so a payer who
-    splits a payment into parts does not multiply the fixed fee or escape the maximum.
-    The payment is locked by the caller, so no concurrent receipt changes the sums."""
+    per transfer, so a payer who splits a payment into parts does not multiply the fixed
+    fee or escape the maximum: the option's other receipts in a `counted` status count as
+    paid before. The fee is booked at confirmation, counting the confirmed ones only
+    (`reorged` were confirmed and booked too); when seen, it is an estimate over those not
+    orphaned. A reorg therefore cannot charge the fixed fee twice or drop it. The payment
+    is locked by the caller, so no concurrent receipt changes the sums."""
     if event.observation_kind == "intent_paid":
         return event.fee
     maximum = None if option["fee_maximum"] is None else int(option["fee_maximum"])
@@ -138,7 +141,7 @@ async def _fee(session: AsyncSession, event: ChainEvent, option: Any) -> int:
         for r in await repository.receipts(session, [option["payment_id"]])
         if r["position"] == option["position"]
         and r["rail"] == "deposit_address"
-        and r["status"] != "orphaned"
+        and r["status"] in counted
         and r["observation_id"] != event.observation_id
     ]
     paid_before = sum(int(r["amount"]) for r in earlier)
@@ -160,7 +163,7 @@ async def _seen(session: AsyncSession, event: ChainEvent, payment: Any, option: 
         "block_number": event.block_number,
         "from_address": event.from_address,
         "amount": event.amount,
-        "fee": await _fee(session, event, option),
+        "fee": await _fee(session, event, option, counted=("seen", "confirmed", "reorged")),
         "status": "seen",
         "generation": event.generation,
         "late": payment["status"] in LATE_STATUSES,
@@ -187,8 +190,11 @@ async def _confirmed(
             # Seen and confirmed in one range arrive in order; anything else is a bug upstream.
             log.error("payment.confirmed_unseen", tx_hash=event.tx_hash, observation_id=event.observation_id)
         return False, False
-    await repository.update_receipt(session, event.observation_id, "confirmed", event.generation, event.block_number)
-    await postings.book_confirmed(session, _ledger_receipt(event, payment, option, int(receipt["fee"])))
+    fee = await _fee(session, event, option, counted=("confirmed", "reorged"))
+    await repository.update_receipt(
+        session, event.observation_id, "confirmed", event.generation, event.block_number, fee=fee
+    )
+    await postings.book_confirmed(session, _ledger_receipt(event, payment, option, fee))
     return True, False
 
 

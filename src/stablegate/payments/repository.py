@@ -202,15 +202,16 @@ async def insert_receipt(session: AsyncSession, v: dict[str, Any]) -> None:
 
 
 async def update_receipt(
-    session: AsyncSession, observation_id: int, status: str, generation: int, block_number: int
+    session: AsyncSession, observation_id: int, status: str, generation: int, block_number: int, fee: int | None = None
 ) -> None:
+    """The receipt's new status; `fee`, if given, replaces the one estimated when it was seen."""
     conn = await driver_in_transaction(session)
     sql = (
-        "UPDATE payment_receipts SET status = $2, generation = $3, block_number = $4, updated_at = now()"
-        " WHERE observation_id = $1"
+        "UPDATE payment_receipts SET status = $2, generation = $3, block_number = $4, fee = coalesce($5, fee),"
+        " updated_at = now() WHERE observation_id = $1"
     )
     with tracing.sql_span(sql):
-        await conn.execute(sql, observation_id, status, generation, block_number)
+        await conn.execute(sql, observation_id, status, generation, block_number, fee)
 
 
 async def totals(session: AsyncSession, payment_id: str) -> list[Row]:
