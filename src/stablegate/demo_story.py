@@ -279,8 +279,11 @@ class Story:
         self.say(f"{usdc(first)} of {usdc(units)} USDC confirmed: {part['status']}, paid {part['paid']}")
         self.sent("payer: the rest", await self.wallet.transfer(token, address, rest))
         done = await self.object_when(path, "the top-up", lambda p: p["status"] == "succeeded")
-        for amount in (first, rest):
-            self.expect.credit(amount, percent_fee(amount, self.settings.fee_bps), router=False)
+        charged = 0  # the fee is the payment's: each part pays the total's fee less what was charged
+        for paid_so_far, amount in ((first, first), (units, rest)):
+            fee = percent_fee(paid_so_far, self.settings.fee_bps) - charged
+            charged += fee
+            self.expect.credit(amount, fee, router=False)
         self.say(f"{usdc(rest)} more: {done['status']}, paid {done['paid']}, {len(done['receipts'])} receipts")
         ok = (part["status"], part["paid"], done["paid"], len(done["receipts"])) == (
             "processing",

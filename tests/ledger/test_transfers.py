@@ -517,6 +517,31 @@ async def test_a_replay_must_ask_for_the_same_timeout(db: Database, book: Book, 
         assert not results[0].created
 
 
+@pytest.mark.parametrize("path", REPLAY_PATHS)
+async def test_a_pending_stored_before_0018_replays_whatever_its_timeout(db: Database, book: Book, path: str) -> None:
+    """A row from before 0018 has timeout_at but no timeout_s (written here as 0017's
+    functions did): a replay with any timeout is compared on the other fields only,
+    through each of the three posting functions."""
+    k = f"{book.cash.id}-{path.replace(' ', '-')}"
+    legacy = hold(book, f"legacy-{k}", 100, timeout_s=60)
+    await post(db, pay(book, f"fund-{k}", 1000), hold(book, f"{legacy.id}-other", 5))
+    async with db.session() as session:
+        await session.execute(
+            text(
+                "INSERT INTO ledger_transfers (id, public_id, debit_account, credit_account, asset, amount, kind,"
+                " timeout_at, code) VALUES (:id, :public_id, :debit, :credit, 'USD', 100, 'pending',"
+                " now() + interval '30 days', 0)"  # never due while the suite runs
+            ),
+            {"id": legacy.id, "public_id": f"txn_legacy{k}", "debit": book.merchant.id, "credit": book.cash.id},
+        )
+    for asked in (60, 7200):
+        results = await post(db, *REPLAY_PATHS[path](book, legacy._replace(timeout_s=asked)))
+        assert (results[0].id, results[0].created) == (legacy.id, False)
+    with pytest.raises(StablegateError) as err:
+        await post(db, *REPLAY_PATHS[path](book, legacy._replace(amount=101)))
+    assert err.value.code == "transfer_exists_with_different_fields"
+
+
 async def test_a_replay_of_a_transfer_stored_without_its_timeout_s_is_compared_on_the_rest(db: Database) -> None:
     """Rows written before 0018 hold timeout_at but no timeout_s: nothing to compare."""
     async with db.session() as session:

@@ -48,6 +48,9 @@ _ADDRESS_FIELDS = (
 )
 
 
+CHAIN_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,22}[a-z0-9])?$")
+
+
 @dataclass(frozen=True)
 class ChainConfig:
     name: str
@@ -77,6 +80,10 @@ class ChainConfig:
     operator: str | None = None
 
     def __post_init__(self) -> None:
+        if not CHAIN_NAME.match(self.name):
+            # The name is part of every asset code on the chain (USDC.<name>) and of the
+            # ledger export's commodities, which cannot end in "-".
+            raise ValueError(f"chain name {self.name!r}: 1-24 of a-z, 0-9 and '-', not first or last")
         assert self.finality in ("depth", "finalized"), self.finality
         assert self.finality == "finalized" or (self.confirmations is not None and self.confirmations >= 1)
         assert 1 <= self.max_range_blocks <= MAX_RANGE_BLOCKS

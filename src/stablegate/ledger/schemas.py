@@ -37,8 +37,9 @@ class BalanceTransaction(BaseModel):
     bucket: str = Field(description="available, pending or reserve.")
     from_bucket: str | None = Field(
         description="For a move between two of your buckets (e.g. `pending` → `available` when a payment"
-        " confirms): the bucket the amount left, and `bucket` the one it reached. Per bucket, the entries"
-        " reaching it less those leaving it add up to the balance."
+        " confirms): the bucket the amount left, and `bucket` the one it reached. Per bucket, the posted and"
+        " pending entries reaching it less those leaving it add up to the balance (voided and expired ones"
+        " moved nothing)."
     )
     type: str | None = Field(description="What moved the money, e.g. `payment` or `fee`.")
     source: str | None = Field(description="The id of the object that caused it, e.g. a payment.")
