@@ -732,6 +732,10 @@ async def test_a_batch_names_its_bad_account_and_writes_nothing(db: Database, bo
         await send(pay(book, f"bb-1-{k}", 5), missing, other_asset, also_missing)
     assert err.value.code == "account_not_found"
     assert str(10**15 + 3) in str(err.value.body(None))
+    assert err.value.param == "debit_account"  # the lowest unknown id, named as a debit
+    with pytest.raises(StablegateError) as err:
+        await send(missing)
+    assert (err.value.code, err.value.param) == ("account_not_found", "credit_account")
     with pytest.raises(StablegateError) as err:
         await send(pay(book, f"bb-2-{k}", 5), other_asset)
     assert err.value.code == "asset_mismatch"

@@ -232,7 +232,7 @@ async def close_account(session: AsyncSession, account_id: int) -> None:
 
 
 @contextmanager
-def _refusals_translated() -> Iterator[None]:
+def _refusals_translated(batch: Sequence[dict[str, Any]] = ()) -> Iterator[None]:
     """A database refusal of ours (LG SQLSTATEs, flag constraints…) as the ledger's error;
     anything else (deadlocks included: the caller's retry handles those) as it came."""
     try:
@@ -241,7 +241,24 @@ def _refusals_translated() -> Iterator[None]:
         translated = repository.translate(exc)
         if translated is None:
             raise
-        raise translated from None
+        raise _naming_the_account(translated, batch) from None
+
+
+_UNKNOWN_ACCOUNT = re.compile(r"unknown account: (\d+)")
+
+
+def _naming_the_account(error: StablegateError, batch: Sequence[dict[str, Any]]) -> StablegateError:
+    """The database names an unknown account by id (LG010), not by the side that named
+    it: the parameter is the first field of the batch holding that id."""
+    found = _UNKNOWN_ACCOUNT.search(error.message) if isinstance(error, AccountNotFound) else None
+    if found is not None:
+        unknown = int(found.group(1))
+        for transfer in batch:
+            side = next((s for s in ("debit_account", "credit_account") if transfer.get(s) == unknown), None)
+            if side is not None:
+                error.param = side
+                break
+    return error
 
 
 def _validated(transfers: Sequence[Transfer]) -> list[dict[str, Any]]:
@@ -368,7 +385,7 @@ async def create_transfers(
     work that makes several calls runs under `Database.retrying`, which re-runs all of it
     after a deadlock or serialization failure."""
     batch = _validated(transfers)
-    with _refusals_translated():
+    with _refusals_translated(batch):
         if isolated:
             async with session.begin_nested():
                 rows = await repository.create_transfers(session, batch)
@@ -398,7 +415,7 @@ async def post(db: Database, transfers: Sequence[Transfer]) -> list[TransferResu
             translated = repository.translate(exc)
             if translated is None:
                 raise
-            raise translated from None
+            raise _naming_the_account(translated, batch) from None
     assert len(rows) == len(batch), "the posting function answers once per transfer"
     return _results(rows)
 
