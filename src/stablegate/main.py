@@ -142,10 +142,6 @@ def _validation_message(err: dict[str, Any], param: str | None) -> str:
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StablegateError)
     async def on_domain_error(request: Request, exc: StablegateError) -> JSONResponse:
-        if exc.status_code == 503:
-            # "Retry later" (a rate source down): nothing was done, and the retry the client
-            # is told to make, with the same key, must run again rather than replay the 503.
-            request.state.release_idempotency = True
         return _error(exc, request)
 
     @app.exception_handler(RequestValidationError)

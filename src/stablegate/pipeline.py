@@ -189,16 +189,18 @@ class UnitOfWorkMiddleware:
                 )
         await session.rollback()
         if idem is not None:
-            await self._record_failure(
-                session, idem, response, release=scope["state"].get("release_idempotency", False)
-            )
+            # A 503 ("retry later": a rate source down) did nothing; the retry the client is
+            # told to make, with the same key, must run again rather than replay the 503.
+            release = scope["state"].get("release_idempotency", False) or response.status == 503
+            await self._record_failure(session, idem, response, release=release)
         return response
 
     async def _record_failure(
         self, session: AsyncSession, idem: idempotency.Scope, response: idempotency.StoredResponse, release: bool
     ) -> None:
-        """4xx/5xx: domain writes are rolled back. Invalid parameters free the key (the client
-        fixes and retries); anything the endpoint itself answered is stored for replay."""
+        """4xx/5xx: domain writes are rolled back. Invalid parameters and a 503 free the key
+        (the client fixes or waits, and retries); anything else the endpoint answered is
+        stored for replay."""
         if release:
             await idempotency.release(session, idem)
         else:

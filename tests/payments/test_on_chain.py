@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -135,17 +136,22 @@ async def test_underpaid_then_topped_up_by_a_second_partial_payment(
     assert await balances(db, tenant) == {"USDC.local": (20 * USDC - 150_000 - 50_000, 0)}
 
 
-async def test_a_payment_paid_in_parts_pays_its_fixed_fee_and_maximum_once(
-    db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
-) -> None:
-    """Four transfers of 25 USDC to the deposit address of a 100 USDC payment, under 1 %
-    + 0.30 capped at 0.50: the fee is the payment's, 0.50, not four capped fees (2.00)."""
+async def capped_fee_payment(db: Database, principal: Principal, tenant: Tenant, ctx: service.Context) -> Any:
+    """A 100 USDC payment whose deposit rail charges 1 % + 0.30, capped at 0.50."""
     async with db.session() as session:
         await service.set_fee_schedule(
             session, tenant.merchant_id, "test", rail="deposit_address", asset="USDC.local", bps=100,
             fixed=300_000, maximum=500_000,
         )  # fmt: skip
-    payment = await create(db, principal, ctx, amount="100", accepted=[{"chain": "local", "asset": "USDC"}])
+    return await create(db, principal, ctx, amount="100", accepted=[{"chain": "local", "asset": "USDC"}])
+
+
+async def test_a_payment_paid_in_parts_pays_its_fixed_fee_and_maximum_once(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
+) -> None:
+    """Four transfers of 25 USDC to the deposit address of a 100 USDC payment, under 1 %
+    + 0.30 capped at 0.50: the fee is the payment's, 0.50, not four capped fees (2.00)."""
+    payment = await capped_fee_payment(db, principal, tenant, ctx)
     for k in range(4):
         pay_transfer(chain, payment, 25 * USDC, payer=k % 2)
         await confirm(chain, follower)  # one receipt at a time: each sees the ones before
@@ -375,12 +381,7 @@ async def test_a_part_orphaned_and_mined_again_after_another_does_not_pay_the_fi
     (paying the fixed part), then A is mined again: A's fee is settled at its confirmation,
     against C, so the payment pays 1 % + 0.30 capped at 0.50 once (A's stale estimate
     would have charged 0.50 twice)."""
-    async with db.session() as session:
-        await service.set_fee_schedule(
-            session, tenant.merchant_id, "test", rail="deposit_address", asset="USDC.local", bps=100,
-            fixed=300_000, maximum=500_000,
-        )  # fmt: skip
-    payment = await create(db, principal, ctx, amount="100", accepted=[{"chain": "local", "asset": "USDC"}])
+    payment = await capped_fee_payment(db, principal, tenant, ctx)
     await follower.sync()
     snapshot = chain.rpc("evm_snapshot")
     raw = chain.signed_transfer(option(payment).token, option(payment).instructions.deposit_address.address, 25 * USDC)

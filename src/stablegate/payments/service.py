@@ -569,7 +569,7 @@ async def refresh(
     current, options = await _totals(session, row)
     received = current.confirmed * int(row["amount"]) // current.due
     totals = Receipts(current.seen, current.confirmed, late_arrival=late_arrival, late_money=late_money)
-    new, events = transition(_state(row, current.due), totals)
+    new, events = transition(current, totals)
     if needs_review and not row["needs_review"]:
         events.append("payment.needs_review")
     columns = _columns(row, new, received) | {"needs_review": row["needs_review"] or needs_review}
