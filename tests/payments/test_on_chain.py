@@ -290,6 +290,40 @@ async def test_money_mined_after_expiry_is_late_before_the_expiry_job_runs(
     assert await event_types(db, payment.id) == ["payment.created", "payment.expired", "payment.paid_late"]
 
 
+async def test_money_mined_after_expiry_is_late_while_on_time_money_confirms(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
+) -> None:
+    """The payment cannot expire while on-time money confirms (it may complete it), but
+    money mined after the expiry meanwhile is late all the same: it is credited and
+    flagged, never completes the payment, and the payment expires with what came on time."""
+    payment = await create(db, principal, ctx, amount="20")
+    pay_transfer(chain, payment, 15 * USDC)
+    await follower.sync()  # seen on time
+    await _set_expiry(db, payment.id, "now() - interval '5 seconds'")
+    pay_transfer(chain, payment, 5 * USDC, payer=1)  # mined after the expiry
+    await follower.sync()
+    flagged = await fetch(db, principal, payment.id)
+    assert (flagged.status, flagged.late) == ("processing", True)
+    assert {r.amount_units: r.late for r in flagged.receipts} == {str(15 * USDC): False, str(5 * USDC): True}
+
+    await confirm(chain, follower)
+    confirmed = await fetch(db, principal, payment.id)  # 20 received, 15 of it on time
+    assert (confirmed.status, confirmed.paid, confirmed.amount_received) == ("processing", "exact", "20.00")
+    async with db.session() as session:  # the job, once its grace has passed
+        await service.expire_due(session, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=service.EXPIRY_GRACE_S))
+    expired = await fetch(db, principal, payment.id)
+    assert (expired.status, expired.paid, expired.late) == ("expired", "exact", True)
+    # Whichever part confirms first leaves it underpaid for a moment; the second makes it exact.
+    assert await event_types(db, payment.id) == [
+        "payment.created",
+        "payment.processing",
+        "payment.paid_late",
+        "payment.underpaid",
+        "payment.expired",
+    ]
+    assert await balances(db, tenant) == {"USDC.local": (20 * USDC - 200_000, 0)}  # all credited, fee once
+
+
 async def test_money_mined_before_expiry_and_followed_after_it_is_on_time(
     db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
 ) -> None:

@@ -36,11 +36,14 @@ async def _handle(session: AsyncSession, event: ChainEvent) -> None:
     if option is None:
         return
     payment = await repository.lock(session, option["payment_id"])
-    if event.kind == "seen":
-        payment = await _expired_by_chain_time(session, event, payment)
     receipt = await repository.receipt(session, event.observation_id)
-    handler = _HANDLERS[event.kind]
-    changed, needs_review = await handler(session, event, payment, option, receipt)
+    if event.kind == "seen":
+        payment, past_expiry = await _expired_by_chain_time(session, event, payment)
+        late = _late(payment, receipt, past_expiry)
+        changed, needs_review = await _seen(session, event, payment, option, receipt, late)
+    else:
+        late = False
+        changed, needs_review = await _HANDLERS[event.kind](session, event, payment, option, receipt)
     if changed:
         metrics.PAYMENT_RECEIPTS.labels(event.kind).inc()
         log.info(
@@ -52,30 +55,42 @@ async def _handle(session: AsyncSession, event: ChainEvent) -> None:
             amount=event.amount,
             generation=event.generation,
         )
-        # Money seen while the payment is expired or canceled is late; a new transfer of
-        # it (not the same one mined again after a reorg) also asks the merchant again.
-        late_money = event.kind == "seen" and payment["status"] in LATE_STATUSES
-        late_arrival = late_money and receipt is None
-        await service.refresh(
-            session, payment, needs_review=needs_review, late_arrival=late_arrival, late_money=late_money
-        )
+        # A new transfer of late money (not the same one mined again after a reorg) also
+        # asks the merchant again.
+        late_arrival = late and receipt is None
+        await service.refresh(session, payment, needs_review=needs_review, late_arrival=late_arrival, late_money=late)
 
 
-async def _expired_by_chain_time(session: AsyncSession, event: ChainEvent, payment: Any) -> Any:
+async def _expired_by_chain_time(session: AsyncSession, event: ChainEvent, payment: Any) -> tuple[Any, bool]:
     """Money mined at or after the payment's expiry is late, whether or not the expiry
     job has run yet: an open payment past its expiry by the block's time expires first
     (as the job would have done: unpaid, or underpaid with nothing on its way), so the
     receipt below counts as late. Without this, money arriving in the minute before the
-    job's next run was taken as on time."""
+    job's next run was taken as on time. Also says whether the block is past the expiry:
+    a payment still waiting for seen money to confirm stays open, and this money is late
+    in it all the same."""
     if payment["status"] not in ("requires_payment", "processing"):
-        return payment
+        return payment, False
     mined_at = await chains.block_time(session, event.chain_id, event.block_number)
     if mined_at is None or mined_at < payment["expires_at"]:
-        return payment
+        return payment, False
     expired = await service.expire_locked(session, payment)  # unchanged if money is on its way
     if expired["status"] == "expired":
         log.info("payment.expired_by_chain_time", payment_id=payment["id"], tx_hash=event.tx_hash)
-    return expired
+    return expired, True
+
+
+def _late(payment: Any, receipt: Any, past_expiry: bool) -> bool:
+    """Is money seen now late? Yes if the payment is expired or canceled (a new transfer,
+    or one mined again after a reorg), or still open but the block is past its expiry: a
+    payment waiting for on-time money to confirm does not turn later money into on-time
+    money. A transfer mined again after a reorg keeps the time of its first sighting, when
+    the payer sent it; after a success money is an overpayment, never late."""
+    if payment["status"] in LATE_STATUSES:
+        return True
+    if payment["status"] == "succeeded":
+        return False
+    return bool(receipt["late"]) if receipt is not None else past_expiry
 
 
 async def _option(session: AsyncSession, event: ChainEvent) -> Any:
@@ -149,7 +164,9 @@ async def _fee(session: AsyncSession, event: ChainEvent, option: Any, counted: t
     return next_fee(event.amount, paid_before, charged_before, schedule)
 
 
-async def _seen(session: AsyncSession, event: ChainEvent, payment: Any, option: Any, receipt: Any) -> tuple[bool, bool]:
+async def _seen(
+    session: AsyncSession, event: ChainEvent, payment: Any, option: Any, receipt: Any, late: bool
+) -> tuple[bool, bool]:
     if receipt is not None and (receipt["status"] != "orphaned" or receipt["generation"] >= event.generation):
         return False, False  # a replay
     values = {
@@ -166,12 +183,14 @@ async def _seen(session: AsyncSession, event: ChainEvent, payment: Any, option: 
         "fee": await _fee(session, event, option, counted=("seen", "confirmed", "reorged")),
         "status": "seen",
         "generation": event.generation,
-        "late": payment["status"] in LATE_STATUSES,
+        "late": late,
     }
     if receipt is None:
         await repository.insert_receipt(session, values)
     else:
-        await repository.update_receipt(session, event.observation_id, "seen", event.generation, event.block_number)
+        await repository.update_receipt(
+            session, event.observation_id, "seen", event.generation, event.block_number, late=late
+        )
     await postings.book_seen(session, _ledger_receipt(event, payment, option, values["fee"]))
     return True, False
 
@@ -220,6 +239,6 @@ async def _deep_reorg(
     return True, True
 
 
-_HANDLERS = {"seen": _seen, "confirmed": _confirmed, "orphaned": _orphaned, "deep_reorg": _deep_reorg}
+_HANDLERS = {"confirmed": _confirmed, "orphaned": _orphaned, "deep_reorg": _deep_reorg}  # and _seen, above
 
 chains.subscribe(on_chain_event)

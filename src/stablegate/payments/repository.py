@@ -202,24 +202,34 @@ async def insert_receipt(session: AsyncSession, v: dict[str, Any]) -> None:
 
 
 async def update_receipt(
-    session: AsyncSession, observation_id: int, status: str, generation: int, block_number: int, fee: int | None = None
+    session: AsyncSession,
+    observation_id: int,
+    status: str,
+    generation: int,
+    block_number: int,
+    fee: int | None = None,
+    late: bool = False,
 ) -> None:
-    """The receipt's new status; `fee`, if given, replaces the one estimated when it was seen."""
+    """The receipt's new status; `fee`, if given, replaces the one estimated when it was
+    seen; `late` marks it late money (a receipt never turns back to on time)."""
     conn = await driver_in_transaction(session)
     sql = (
         "UPDATE payment_receipts SET status = $2, generation = $3, block_number = $4, fee = coalesce($5, fee),"
-        " updated_at = now() WHERE observation_id = $1"
+        " late = late OR $6, updated_at = now() WHERE observation_id = $1"
     )
     with tracing.sql_span(sql):
-        await conn.execute(sql, observation_id, status, generation, block_number, fee)
+        await conn.execute(sql, observation_id, status, generation, block_number, fee, late)
 
 
 async def totals(session: AsyncSession, payment_id: str) -> list[Row]:
-    """Per option: token units seen (not yet confirmed) and confirmed."""
+    """Per option: token units seen (not yet confirmed) and confirmed, and the late parts
+    of both."""
     sql = """
     SELECT position,
            coalesce(sum(amount) FILTER (WHERE status = 'seen'), 0) AS seen,
-           coalesce(sum(amount) FILTER (WHERE status = 'confirmed'), 0) AS confirmed
+           coalesce(sum(amount) FILTER (WHERE status = 'confirmed'), 0) AS confirmed,
+           coalesce(sum(amount) FILTER (WHERE status = 'seen' AND late), 0) AS late_seen,
+           coalesce(sum(amount) FILTER (WHERE status = 'confirmed' AND late), 0) AS late_confirmed
     FROM payment_receipts WHERE payment_id = $1 GROUP BY position
     """
     return await _fetch(session, sql, payment_id)
@@ -249,16 +259,16 @@ async def update_state(session: AsyncSession, payment_id: str, v: dict[str, Any]
 
 async def due_to_expire(session: AsyncSession, now: dt.datetime, limit: int) -> list[Row]:
     """Open payments past their expiry, locked (others' locks are skipped, not waited on):
-    unpaid ones, and underpaid ones with no money waiting for confirmations (which may
-    complete them; they come back once it is confirmed). Each arm has its partial index
-    (0007, 0019), and the query returns only payments the state machine will expire, so
-    a batch is never filled with ones it leaves alone."""
+    unpaid ones, and underpaid ones with no on-time money waiting for confirmations
+    (which may complete them; they come back once it is confirmed; late money cannot).
+    Each arm has its partial index (0007, 0019), and the query returns only payments the
+    state machine will expire, so a batch is never filled with ones it leaves alone."""
     sql = f"""
     SELECT {_PAYMENT_COLUMNS} FROM payments p
     WHERE p.expires_at <= $1
       AND (p.status = 'requires_payment'
            OR (p.status = 'processing' AND NOT EXISTS (
-                 SELECT 1 FROM payment_receipts r WHERE r.payment_id = p.id AND r.status = 'seen')))
+                 SELECT 1 FROM payment_receipts r WHERE r.payment_id = p.id AND r.status = 'seen' AND NOT r.late)))
     ORDER BY p.expires_at LIMIT $2 FOR UPDATE OF p SKIP LOCKED
     """
     return await _fetch(session, sql, now, limit)

@@ -130,7 +130,10 @@ class Receipt(BaseModel):
     amount_units: str
     status: Literal["seen", "confirmed", "orphaned", "reorged"]
     confirmations: int
-    late: bool
+    late: bool = Field(
+        description="Mined at or after the payment's expiry, or seen once it had closed: counts in `paid`, "
+        "never towards `succeeded`."
+    )
 
 
 class Payment(BaseModel):
@@ -144,7 +147,8 @@ class Payment(BaseModel):
         description="What confirmed payments add up to, against the quote."
     )
     late: bool = Field(
-        description="Money arrived after the payment expired or was canceled: accept it (`POST …/accept`) or refund it."
+        description="Money was mined after the payment's expiry or arrived once it was canceled: accept it "
+        "(`POST …/accept`) or refund it."
     )
     late_accepted_at: int | None = Field(
         description="When you accepted the late money (unix seconds); null while undecided or not late."

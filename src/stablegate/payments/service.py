@@ -564,11 +564,18 @@ async def refresh(
     session: AsyncSession, row: Any, *, needs_review: bool = False, late_arrival: bool = False, late_money: bool = False
 ) -> None:
     """After a receipt changed: recompute what was paid, transition, record the events.
-    `late_money`: the change is money seen after expiry or cancel; `late_arrival`: a new
+    `late_money`: the change is late money seen (receipts.py decides); `late_arrival`: a new
     receipt of it (not a transfer mined again after a reorg)."""
     current, options = await _totals(session, row)
     received = current.confirmed * int(row["amount"]) // current.due
-    totals = Receipts(current.seen, current.confirmed, late_arrival=late_arrival, late_money=late_money)
+    totals = Receipts(
+        current.seen,
+        current.confirmed,
+        late_arrival=late_arrival,
+        late_money=late_money,
+        late_seen=current.late_seen,
+        late_confirmed=current.late_confirmed,
+    )
     new, events = transition(current, totals)
     if needs_review and not row["needs_review"]:
         events.append("payment.needs_review")
@@ -585,9 +592,18 @@ async def _totals(session: AsyncSession, row: Any) -> tuple[PaymentState, list[A
     options = await repository.options(session, [row["id"]])
     totals = {t["position"]: t for t in await repository.totals(session, row["id"])}
     due = math.lcm(*(int(o["token_amount"]) for o in options))
-    seen = sum(int(t["seen"]) * (due // int(options[p]["token_amount"])) for p, t in totals.items())
-    confirmed = sum(int(t["confirmed"]) * (due // int(options[p]["token_amount"])) for p, t in totals.items())
-    return replace(_state(row, due), seen=seen, confirmed=confirmed), options
+
+    def common(column: str) -> int:
+        return sum(int(t[column]) * (due // int(options[p]["token_amount"])) for p, t in totals.items())
+
+    state = replace(
+        _state(row, due),
+        seen=common("seen"),
+        confirmed=common("confirmed"),
+        late_seen=common("late_seen"),
+        late_confirmed=common("late_confirmed"),
+    )
+    return state, options
 
 
 def _state(row: Any, due: int) -> PaymentState:

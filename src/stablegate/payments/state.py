@@ -3,7 +3,9 @@ after something happens, and which events that emits. No I/O: the service loads,
 `transition`, stores the result and its events in one transaction.
 
 `status` is where the payment is; `paid` and `late` say what was paid, from *confirmed*
-amounts only (seen money can still vanish in a reorg).
+amounts only (seen money can still vanish in a reorg). Late money (mined at or after the
+expiry, or seen while the payment was expired or canceled) counts in `paid` and in what
+the merchant received, never towards `succeeded`: the quote it would complete was over.
 """
 
 from __future__ import annotations
@@ -33,26 +35,40 @@ class PaymentState:
     paid: str = "none"
     late: bool = False
     late_accepted: bool = False  # the merchant keeps the late money (else: refund it)
+    late_seen: int = 0  # the parts of `seen` and `confirmed` that are late money
+    late_confirmed: int = 0
 
     def __post_init__(self) -> None:
         assert self.status in STATUSES and self.paid in PAID and self.due > 0
-        assert self.seen >= 0 and self.confirmed >= 0
+        assert 0 <= self.late_seen <= self.seen and 0 <= self.late_confirmed <= self.confirmed
         assert self.late or not self.late_accepted, "only late money is accepted"
+
+    @property
+    def on_time_seen(self) -> int:
+        return self.seen - self.late_seen
+
+    @property
+    def on_time_confirmed(self) -> int:
+        return self.confirmed - self.late_confirmed
 
 
 @dataclass(frozen=True)
 class Receipts:
     """The payment's on-chain totals after an observation changed (seen, confirmed,
-    orphaned). `late_money`: the change is money seen after expiry or cancel (a new
-    transfer, or one mined again after a reorg); `late_arrival`: a new transfer of it."""
+    orphaned), with the parts of them that are late money. `late_money`: the change is
+    late money seen (a new transfer, or one mined again after a reorg); `late_arrival`: a
+    new transfer of it."""
 
     seen: int
     confirmed: int
     late_arrival: bool = False
     late_money: bool = False
+    late_seen: int = 0
+    late_confirmed: int = 0
 
     def __post_init__(self) -> None:
         assert self.late_money or not self.late_arrival, "a late arrival is late money"
+        assert 0 <= self.late_seen <= self.seen and 0 <= self.late_confirmed <= self.confirmed
 
 
 @dataclass(frozen=True)
@@ -84,10 +100,11 @@ def paid_flag(confirmed: int, due: int) -> str:
 def expirable(state: PaymentState) -> bool:
     """Unpaid, or underpaid with nothing on its way: an underpaid payment does not wait
     for the rest for ever (its quote's rate is long gone); money after its expiry is late.
-    Seen money not yet confirmed may complete it, so it waits for that."""
+    Seen on-time money not yet confirmed may complete it, so it waits for that; late
+    money cannot, so it does not."""
     if state.status == "requires_payment":
         return True
-    return state.status == "processing" and state.seen == 0 and state.confirmed < state.due
+    return state.status == "processing" and state.on_time_seen == 0 and state.on_time_confirmed < state.due
 
 
 def transition(state: PaymentState, happening: Happening) -> tuple[PaymentState, list[str]]:
@@ -113,19 +130,28 @@ def _receipts(state: PaymentState, totals: Receipts) -> tuple[PaymentState, list
     paid = paid_flag(totals.confirmed, state.due)
     status = state.status
     if status in OPEN:
-        if totals.confirmed >= state.due:
+        if totals.confirmed - totals.late_confirmed >= state.due:
             status = "succeeded"
         elif totals.seen + totals.confirmed > 0:
-            status = "processing"
+            status = "processing"  # with only late money left, expirable() lets it expire
         else:
             status = "requires_payment"  # what was seen was orphaned
-    # Not "any money in an expired payment": an underpaid payment expires holding on-time money.
-    late = state.late or (state.status in ("expired", "canceled") and totals.late_money)
+    # Not "any money in an expired payment": an underpaid payment expires holding on-time
+    # money. Money after a success is an overpayment, not late: nothing was left to pay.
+    late = state.late or (state.status != "succeeded" and totals.late_money)
     # An acceptance covers the late money received so far: more of it asks again.
     reopened = state.late_accepted and totals.late_arrival
     accepted = state.late_accepted and not reopened
     new = replace(
-        state, status=status, seen=totals.seen, confirmed=totals.confirmed, paid=paid, late=late, late_accepted=accepted
+        state,
+        status=status,
+        seen=totals.seen,
+        confirmed=totals.confirmed,
+        late_seen=totals.late_seen,
+        late_confirmed=totals.late_confirmed,
+        paid=paid,
+        late=late,
+        late_accepted=accepted,
     )
     events = [f"payment.{status}"] if status != state.status else []
     if paid != state.paid and paid in ("underpaid", "overpaid"):
