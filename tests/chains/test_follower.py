@@ -4,6 +4,7 @@ exactly-once events, look-alike tokens, reorgs, leadership."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -13,6 +14,7 @@ import structlog
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
+from stablegate.chains import service as chain_service
 from stablegate.chains.follower import Follower
 from stablegate.db import Database
 from stablegate.observability import metrics
@@ -295,3 +297,42 @@ async def test_a_cursor_set_back_rereads_without_duplicates(
         )
     await follower.sync()
     assert len(await observations(db)) == 1 and heard.kinds() == ["seen", "confirmed"]
+
+
+async def _synced_at(db: Database, chain: Chain) -> dt.datetime | None:
+    async with db.session() as session:
+        return (await chain_service.synced_at(session)).get(chain.stack.chain_id)
+
+
+async def test_synced_at_says_when_the_follower_last_had_every_block_to_the_head(
+    db: Database, chain: Chain, follower: Follower
+) -> None:
+    """What the payments expiry job trusts: money mined before `synced_at` has been seen.
+    It moves only when a range reaches the head read before it (or an idle poll finds the
+    cursor there), never for a range short of it, and a reorg forgets it."""
+    before = dt.datetime.now(dt.UTC)
+    await follower.sync()
+    first = await _synced_at(db, chain)
+    assert first is not None and before <= first <= dt.datetime.now(dt.UTC)
+    assert REGISTRY.get_sample_value("stablegate_chain_synced_timestamp_seconds", {"chain": "local"}) == (
+        first.timestamp()
+    )
+
+    chain.mine(5)
+    follower.range_blocks = 2  # a range short of the head: not synced by it
+    assert await follower.step() == 2
+    assert await _synced_at(db, chain) == first
+    await follower.sync()
+    second = await _synced_at(db, chain)
+    assert second is not None and second > first
+
+    snapshot = chain.rpc("evm_snapshot")
+    chain.mine(1)
+    await follower.sync()
+    chain.rpc("evm_revert", snapshot)
+    chain.mine(2)  # another branch above the fork
+    follower.range_blocks = 1
+    await follower.step()  # finds the fork and rewinds: the new branch is unseen
+    assert await _synced_at(db, chain) is None
+    await follower.sync()
+    assert (await _synced_at(db, chain) or before) > second

@@ -18,10 +18,10 @@ import segno
 from stablegate.chains.follower import Follower
 from stablegate.db import Database
 from stablegate.kit.ids import new_id
-from stablegate.payments import service as payments
 from tests.chains.conftest import Chain
 from tests.checkout.conftest import CONFIRMATIONS, USDC, create_payment, option, page_path, pay_transfer
 from tests.conftest import ApiServer, Tenant, payments_env, start_server, stop_server
+from tests.payments.conftest import expire_after_grace
 
 PUBLIC_URL = "https://pay.example.test"
 SECURITY_HEADERS = {
@@ -351,9 +351,8 @@ async def test_status_when_canceled_expired_and_paid_late(
     assert again["href"] == "https://shop.example/cart" and "hidden" not in again
     assert "hidden" in page.by_id("pay-area")
 
-    expiring = create_payment(api, tenant, expires_in_s=60)
-    async with db.session() as session:
-        await payments.expire_due(session, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=61 + payments.EXPIRY_GRACE_S))
+    expiring = create_payment(api, tenant)
+    await expire_after_grace(db, follower, expiring["id"])
     assert status_of(api, expiring)["state"] == "expired"
 
     pay_transfer(chain, expiring, 25 * USDC)
@@ -370,13 +369,12 @@ async def test_status_when_expired_part_paid(
 ) -> None:
     """Part paid in time, then the payment expired: the payer is told their money reached
     the shop, and not offered to start again (they would pay it all once more)."""
-    payment = create_payment(api, tenant, expires_in_s=60, cancel_url="https://shop.example/cart")
+    payment = create_payment(api, tenant, cancel_url="https://shop.example/cart")
     pay_transfer(chain, payment, 10 * USDC)
     await follower.sync()
     chain.mine(CONFIRMATIONS)
     await follower.sync()
-    async with db.session() as session:
-        await payments.expire_due(session, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=61 + payments.EXPIRY_GRACE_S))
+    await expire_after_grace(db, follower, payment["id"])
     state = status_of(api, payment)
     assert (state["state"], state["status"], state["paid"]) == ("expired_underpaid", "expired", "underpaid")
     html = get(api, page_path(payment)).text

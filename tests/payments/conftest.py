@@ -12,6 +12,7 @@ from web3 import Web3
 
 import stablegate.payments.receipts  # noqa: F401 (subscribes to chain events)
 from stablegate.chains.anvil import DEV_PRIVATE_KEYS
+from stablegate.chains.follower import Follower
 from stablegate.config import Settings
 from stablegate.db import Database
 from stablegate.merchants.service import SCOPES, Principal
@@ -42,6 +43,22 @@ async def create(db: Database, principal: Principal, ctx: service.Context, **fie
     params = PaymentCreate.model_validate({"amount": "25.00", "currency": "USD"} | fields)
     async with db.session() as session:
         return await service.create(session, principal, params, ctx)
+
+
+async def set_expiry(db: Database, payment_id: str, sql_time: str) -> None:
+    """Move the payment's expiry (the clock cannot be moved; the chain decides the rest)."""
+    async with db.session() as session:
+        await session.execute(text(f"UPDATE payments SET expires_at = {sql_time} WHERE id = :id"), {"id": payment_id})
+
+
+async def expire_after_grace(db: Database, chain_follower: Follower, payment_id: str) -> None:
+    """As a minute after the expiry in production: the expiry moved back past the job's
+    grace, the follower at the chain's head, the job run (over every test's payments: a
+    test checks its own payment's status, not the job's count)."""
+    await set_expiry(db, payment_id, f"now() - interval '{service.EXPIRY_GRACE_S + 1} seconds'")
+    await chain_follower.sync()
+    async with db.session() as session:
+        await service.expire_due(session)
 
 
 async def fetch(db: Database, principal: Principal, payment_id: str) -> Payment:

@@ -28,10 +28,12 @@ from tests.payments.conftest import (
     balances,
     create,
     event_types,
+    expire_after_grace,
     fetch,
     option,
     pay_contract,
     pay_transfer,
+    set_expiry,
 )
 
 
@@ -198,14 +200,8 @@ async def test_half_in_each_of_two_tokens_adds_up_exactly(
 async def test_money_after_expiry_is_credited_and_flagged_late(
     db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
 ) -> None:
-    payment = await create(db, principal, ctx, amount="3", expires_in_s=60)
-    async with db.session() as session:
-        assert (
-            await service.expire_due(
-                session, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=61 + service.EXPIRY_GRACE_S)
-            )
-            >= 1
-        )
+    payment = await create(db, principal, ctx, amount="3")
+    await expire_after_grace(db, follower, payment.id)
     assert (await fetch(db, principal, payment.id)).status == "expired"
 
     pay_transfer(chain, payment, 3 * USDC)
@@ -230,29 +226,21 @@ async def test_money_after_expiry_is_credited_and_flagged_late(
     assert (await event_types(db, payment.id))[-3:] == told
 
 
-async def _set_expiry(db: Database, payment_id: str, sql_time: str) -> None:
-    """Move the payment's expiry (the expiry job is not run: only the chain decides)."""
-    async with db.session() as session:
-        await session.execute(text(f"UPDATE payments SET expires_at = {sql_time} WHERE id = :id"), {"id": payment_id})
-
-
 async def test_an_underpaid_payment_expires_once_nothing_is_on_its_way_and_the_rest_is_late(
     db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
 ) -> None:
     """Part paid, then nothing: the payment does not wait for ever on its old quote. It
     expires (still `underpaid`) once no seen money is waiting for confirmations; the rest,
     paid later, is credited and flagged late for the merchant to accept or refund."""
-    payment = await create(db, principal, ctx, amount="20", expires_in_s=60)
-    after_expiry = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=61 + service.EXPIRY_GRACE_S)
+    payment = await create(db, principal, ctx, amount="20")
     pay_transfer(chain, payment, 15 * USDC)
-    await follower.sync()  # seen, not confirmed: it may still complete the payment
-    async with db.session() as session:
-        await service.expire_due(session, after_expiry)
+    await follower.sync()  # seen on time, not confirmed: it may still complete the payment
+    await expire_after_grace(db, follower, payment.id)
     assert (await fetch(db, principal, payment.id)).status == "processing"
 
     await confirm(chain, follower)
     async with db.session() as session:
-        await service.expire_due(session, after_expiry)
+        await service.expire_due(session)
     expired = await fetch(db, principal, payment.id)
     assert (expired.status, expired.paid, expired.late, expired.amount_received) == (
         "expired",
@@ -281,7 +269,7 @@ async def test_money_mined_after_expiry_is_late_before_the_expiry_job_runs(
 ) -> None:
     """Lateness is the block's time against the expiry, not whether the job has run."""
     payment = await create(db, principal, ctx, amount="3")
-    await _set_expiry(db, payment.id, "now() - interval '5 seconds'")
+    await set_expiry(db, payment.id, "now() - interval '5 seconds'")
     pay_transfer(chain, payment, 3 * USDC)
     await confirm(chain, follower)
     late = await fetch(db, principal, payment.id)
@@ -299,7 +287,7 @@ async def test_money_mined_after_expiry_is_late_while_on_time_money_confirms(
     payment = await create(db, principal, ctx, amount="20")
     pay_transfer(chain, payment, 15 * USDC)
     await follower.sync()  # seen on time
-    await _set_expiry(db, payment.id, "now() - interval '5 seconds'")
+    await set_expiry(db, payment.id, f"now() - interval '{service.EXPIRY_GRACE_S + 1} seconds'")
     pay_transfer(chain, payment, 5 * USDC, payer=1)  # mined after the expiry
     await follower.sync()
     flagged = await fetch(db, principal, payment.id)
@@ -309,8 +297,8 @@ async def test_money_mined_after_expiry_is_late_while_on_time_money_confirms(
     await confirm(chain, follower)
     confirmed = await fetch(db, principal, payment.id)  # 20 received, 15 of it on time
     assert (confirmed.status, confirmed.paid, confirmed.amount_received) == ("processing", "exact", "20.00")
-    async with db.session() as session:  # the job, once its grace has passed
-        await service.expire_due(session, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=service.EXPIRY_GRACE_S))
+    async with db.session() as session:  # the job: the follower is past the expiry and its grace
+        await service.expire_due(session)
     expired = await fetch(db, principal, payment.id)
     assert (expired.status, expired.paid, expired.late) == ("expired", "exact", True)
     # Whichever part confirms first leaves it underpaid for a moment; the second makes it exact.
@@ -330,27 +318,53 @@ async def test_money_mined_before_expiry_and_followed_after_it_is_on_time(
     payment = await create(db, principal, ctx, amount="3")
     pay_transfer(chain, payment, 3 * USDC)  # mined now; the follower has not read it yet
     await asyncio.sleep(1.1)  # block times are whole seconds
-    await _set_expiry(db, payment.id, "now()")
+    await set_expiry(db, payment.id, "now()")
     await confirm(chain, follower)
     paid = await fetch(db, principal, payment.id)
     assert (paid.status, paid.paid, paid.late, paid.receipts[0].late) == ("succeeded", "exact", False, False)
     assert await event_types(db, payment.id) == ["payment.created", "payment.processing", "payment.succeeded"]
 
 
-async def test_the_expiry_job_gives_the_follower_a_grace(
-    db: Database, principal: Principal, ctx: service.Context
+async def test_the_expiry_job_waits_for_the_follower_to_pass_the_expiry(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, ctx: service.Context
 ) -> None:
-    """Just past its expiry an unpaid payment stays open, so money mined just before it
-    is seen first and counts as on time; after the grace the job expires it."""
+    """Just past its expiry an unpaid payment stays open; once the follower has been at
+    the chain's head the grace past the expiry, the job expires it."""
     payment = await create(db, principal, ctx, amount="1")
-    await _set_expiry(db, payment.id, "now() - interval '10 seconds'")
+    await set_expiry(db, payment.id, "now() - interval '10 seconds'")
+    await follower.sync()
     async with db.session() as session:
         await service.expire_due(session)
     assert (await fetch(db, principal, payment.id)).status == "requires_payment"
-    await _set_expiry(db, payment.id, f"now() - interval '{service.EXPIRY_GRACE_S + 1} seconds'")
-    async with db.session() as session:
-        await service.expire_due(session)
+    await expire_after_grace(db, follower, payment.id)
     assert (await fetch(db, principal, payment.id)).status == "expired"
+
+
+async def test_money_mined_before_expiry_is_on_time_however_long_the_follower_lags(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
+) -> None:
+    """The job does not expire a payment the follower has not yet followed past its
+    expiry: money mined in time and found late (an RPC outage) still counts as on time.
+    Only after EXPIRY_MAX_WAIT_S does a lagging chain stop holding payments open."""
+    payment = await create(db, principal, ctx, amount="3")
+    await follower.sync()  # at the head now, then it stops following
+    pay_transfer(chain, payment, 3 * USDC)  # mined in time, not yet seen
+    await asyncio.sleep(1.1)  # block times are whole seconds
+    await set_expiry(db, payment.id, "now()")
+    a_minute_on = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60 + service.EXPIRY_GRACE_S)
+    async with db.session() as session:
+        await service.expire_due(session, a_minute_on)
+    assert (await fetch(db, principal, payment.id)).status == "requires_payment"  # the follower lags
+    await confirm(chain, follower)  # it catches up
+    paid = await fetch(db, principal, payment.id)
+    assert (paid.status, paid.late, paid.receipts[0].late) == ("succeeded", False, False)
+    assert await balances(db, tenant) == {"USDC.local": (3 * USDC - 30_000, 0)}
+
+    lagging = await create(db, principal, ctx, amount="1", expires_in_s=60)
+    an_hour_on = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=61 + service.EXPIRY_MAX_WAIT_S)
+    async with db.session() as session:  # nothing followed it past its expiry
+        await service.expire_due(session, an_hour_on)
+    assert (await fetch(db, principal, lagging.id)).status == "expired"
 
 
 async def test_a_reorg_that_orphans_a_seen_payment_reverses_its_pending_posting(
@@ -459,9 +473,7 @@ async def test_the_contract_refuses_a_quote_after_it_expired_and_a_transfer_is_s
     chain.rpc("evm_increaseTime", 120)
     chain.mine()
     assert pay_contract(chain, payment)["status"] == 0  # the router checks the signed deadline
-    async with db.session() as session:
-        await service.expire_due(session, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=61 + service.EXPIRY_GRACE_S))
-    pay_transfer(chain, payment, 2 * USDC)
+    pay_transfer(chain, payment, 2 * USDC)  # mined past the expiry by the chain's clock: late
     await confirm(chain, follower)
     late = await fetch(db, principal, payment.id)
     assert (late.status, late.late, [r.rail for r in late.receipts]) == ("expired", True, ["deposit_address"])

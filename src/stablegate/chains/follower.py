@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import itertools
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -150,17 +151,19 @@ class Follower:
 
     async def step(self) -> int:
         """One range: the number of blocks committed (0: at the head, or read again)."""
+        head_read_at = dt.datetime.now(dt.UTC)  # every block mined before this is at most `head`
         head = await self.rpc.head()
         cursor = await self._cursor(head)
         metrics.CHAIN_HEAD_LAG.labels(self.chain.name).set(max(0, head - cursor.block_number))
         if cursor.block_number >= head:
             await self._check_tip(cursor, head)
+            await self._mark_synced(head_read_at)
             await self._scan_lookalikes(cursor.block_number)
             return 0
         first, last = cursor.block_number + 1, min(head, cursor.block_number + self.range_blocks)
         with tracing.span("chain.range", chain=self.chain.name, first=first, last=last):
             try:
-                return await self._ingest(cursor, first, last, head)
+                return await self._ingest(cursor, first, last, head, head_read_at if last == head else None)
             except _Reorged:
                 return 0
             except RangeTooLarge as exc:
@@ -179,7 +182,14 @@ class Follower:
         parent = await self._headers(start - 1, start - 1)
         return Cursor(start - 1, parent[0].hash)
 
-    async def _ingest(self, cursor: Cursor, first: int, last: int, head: int) -> int:
+    async def _mark_synced(self, synced_at: dt.datetime) -> None:
+        """At the head: the payments expiry job may now trust that money mined before
+        `synced_at` has been seen (design 0004). One small update per idle poll."""
+        async with self._transaction() as session:
+            await repository.mark_synced(session, self.chain.chain_id, synced_at)
+        metrics.CHAIN_SYNCED_AT.labels(self.chain.name).set(synced_at.timestamp())
+
+    async def _ingest(self, cursor: Cursor, first: int, last: int, head: int, synced_at: dt.datetime | None) -> int:
         read = await self._read_range(first, last)
         if cursor.block_hash is not None and read.blocks[0].parent_hash != cursor.block_hash:
             await self._handle_reorg(cursor)
@@ -188,7 +198,9 @@ class Follower:
         self.range_blocks = min(self.chain.max_range_blocks, self.range_blocks * 2)  # the provider served it
         if last < head:  # read the next range while this one commits (different resources)
             self._prefetch_range(last + 1, min(head, last + self.range_blocks))
-        await self._commit(read, confirmed_through)
+        await self._commit(read, confirmed_through, synced_at)
+        if synced_at is not None:
+            metrics.CHAIN_SYNCED_AT.labels(self.chain.name).set(synced_at.timestamp())
         return len(read.blocks)
 
     async def _read_range(self, first: int, last: int) -> _Range:
@@ -321,7 +333,7 @@ class Follower:
 
     # --- writes -----------------------------------------------------------------------
 
-    async def _commit(self, read: _Range, confirmed_through: int) -> None:
+    async def _commit(self, read: _Range, confirmed_through: int, synced_at: dt.datetime | None) -> None:
         chain_id, blocks = self.chain.chain_id, read.blocks
         async with self._transaction() as session:
             stored = await repository.cursor(session, chain_id)
@@ -333,7 +345,7 @@ class Follower:
             await self._emit(session, "confirmed", _first_confirmations(fresh))
             confirmed = await repository.confirm_up_to(session, chain_id, confirmed_through)
             await self._emit(session, "confirmed", _first_confirmations(confirmed))
-            await repository.move_cursor(session, chain_id, blocks[-1].number, blocks[-1].hash)
+            await repository.move_cursor(session, chain_id, blocks[-1].number, blocks[-1].hash, synced_at)
         # Every block at the head would be one info line a second: quiet unless it found something.
         (log.info if fresh or len(blocks) > 1 else log.debug)(
             "chain.range_ingested",
@@ -462,7 +474,10 @@ class Follower:
             await self._emit(session, "orphaned", was_seen)
             await self._emit(session, "deep_reorg", was_confirmed)
             await repository.delete_blocks_above(session, chain_id, fork)
-            await repository.move_cursor(session, chain_id, fork, fork_hash if fork >= 0 else None)
+            await repository.move_cursor(session, chain_id, fork, fork_hash if fork >= 0 else None, None)
+            # Blocks of the new branch below the old head are unseen: until the follower is
+            # back at the head, nothing says money mined before any time has been seen.
+            await repository.forget_synced(session, chain_id)
             assert self.chain.confirmations is not None or self.chain.finality == "finalized"
             deep = bool(was_confirmed) or depth >= (self.chain.confirmations or self.chain.depth)
             reorg = Reorg(fork, depth, deep, len(orphaned), len(was_confirmed))

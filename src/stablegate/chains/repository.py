@@ -4,6 +4,7 @@ binary COPY into a staging table and one INSERT … SELECT."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -83,16 +84,40 @@ async def heights(session: AsyncSession, chain_ids: Sequence[int]) -> dict[int, 
     return {r["chain_id"]: r["block_number"] for r in rows}
 
 
-async def move_cursor(session: AsyncSession, chain_id: int, block_number: int, block_hash: str | None) -> None:
+async def move_cursor(
+    session: AsyncSession, chain_id: int, block_number: int, block_hash: str | None, synced_at: dt.datetime | None
+) -> None:
+    """`synced_at`: the range reached the head read at that time (None: it did not)."""
     await _execute(
         session,
-        "INSERT INTO chain_cursors (chain_id, block_number, block_hash) VALUES ($1, $2, $3)"
+        "INSERT INTO chain_cursors (chain_id, block_number, block_hash, synced_at) VALUES ($1, $2, $3, $4)"
         " ON CONFLICT (chain_id) DO UPDATE SET block_number = EXCLUDED.block_number,"
-        " block_hash = EXCLUDED.block_hash, updated_at = now()",
+        " block_hash = EXCLUDED.block_hash, updated_at = now(),"
+        " synced_at = coalesce(greatest(chain_cursors.synced_at, EXCLUDED.synced_at), chain_cursors.synced_at)",
         chain_id,
         block_number,
         block_hash,
+        synced_at,
     )
+
+
+async def mark_synced(session: AsyncSession, chain_id: int, synced_at: dt.datetime) -> None:
+    """The follower found its cursor at the head read at `synced_at` (never moves back)."""
+    await _execute(
+        session,
+        "UPDATE chain_cursors SET synced_at = greatest(synced_at, $2) WHERE chain_id = $1",
+        chain_id,
+        synced_at,
+    )
+
+
+async def forget_synced(session: AsyncSession, chain_id: int) -> None:
+    await _execute(session, "UPDATE chain_cursors SET synced_at = NULL WHERE chain_id = $1", chain_id)
+
+
+async def synced_at(session: AsyncSession) -> dict[int, dt.datetime]:
+    rows = await _fetch(session, "SELECT chain_id, synced_at FROM chain_cursors WHERE synced_at IS NOT NULL")
+    return {r["chain_id"]: r["synced_at"] for r in rows}
 
 
 async def insert_blocks(session: AsyncSession, chain_id: int, blocks: Sequence[Block]) -> None:

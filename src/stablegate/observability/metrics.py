@@ -28,6 +28,11 @@ DB_RETRIES = Counter(
 
 # The block follower (chains/): one label set per configured chain, so cardinality is small.
 CHAIN_HEAD_LAG = Gauge("stablegate_chain_head_lag_blocks", "Chain head minus the follower's cursor.", ["chain"])
+CHAIN_SYNCED_AT = Gauge(
+    "stablegate_chain_synced_timestamp_seconds",
+    "When the follower last had every block up to the head (payments expire only behind it).",
+    ["chain"],
+)
 CHAIN_OBSERVATIONS = Counter(
     "stablegate_chain_observations_total", "Observations by what happened to them.", ["chain", "status"]
 )

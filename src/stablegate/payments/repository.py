@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeAlias
@@ -257,21 +257,39 @@ async def update_state(session: AsyncSession, payment_id: str, v: dict[str, Any]
     return row
 
 
-async def due_to_expire(session: AsyncSession, now: dt.datetime, limit: int) -> list[Row]:
-    """Open payments past their expiry, locked (others' locks are skipped, not waited on):
-    unpaid ones, and underpaid ones with no on-time money waiting for confirmations
-    (which may complete them; they come back once it is confirmed; late money cannot).
-    Each arm has its partial index (0007, 0019), and the query returns only payments the
-    state machine will expire, so a batch is never filled with ones it leaves alone."""
+async def due_to_expire(
+    session: AsyncSession,
+    now: dt.datetime,
+    grace: dt.timedelta,
+    waited_out: dt.datetime,
+    followed: Mapping[int, dt.datetime],
+    limit: int,
+) -> list[Row]:
+    """Open payments that expired `grace` or more before `now`, locked (others' locks are
+    skipped, not waited on): unpaid ones, and underpaid ones with no on-time money
+    waiting for confirmations (which may complete them; they come back once it is
+    confirmed; late money cannot). Each arm has its partial index (0007, 0019), and the
+    query returns only payments the state machine will expire, so a batch is never filled
+    with ones it leaves alone.
+
+    Only payments whose every accepted chain was `followed` (chain id → when its follower
+    last had every block to the head) at least `grace` past their expiry, so money mined
+    before the expiry has been seen; or, whatever the followers did, those that expired
+    at or before `waited_out`."""
     sql = f"""
     SELECT {_PAYMENT_COLUMNS} FROM payments p
     WHERE p.expires_at <= $1
       AND (p.status = 'requires_payment'
            OR (p.status = 'processing' AND NOT EXISTS (
                  SELECT 1 FROM payment_receipts r WHERE r.payment_id = p.id AND r.status = 'seen' AND NOT r.late)))
+      AND (p.expires_at <= $3 OR NOT EXISTS (
+             SELECT 1 FROM payment_options o
+             LEFT JOIN unnest($4::bigint[], $5::timestamptz[]) AS f(chain_id, synced_at) ON f.chain_id = o.chain_id
+             WHERE o.payment_id = p.id AND (f.synced_at IS NULL OR f.synced_at < p.expires_at + $6)))
     ORDER BY p.expires_at LIMIT $2 FOR UPDATE OF p SKIP LOCKED
     """
-    return await _fetch(session, sql, now, limit)
+    chain_ids, synced = list(followed), list(followed.values())
+    return await _fetch(session, sql, now - grace, limit, waited_out, chain_ids, synced, grace)
 
 
 # --- merchant settings -------------------------------------------------------------------

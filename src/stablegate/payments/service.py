@@ -51,9 +51,11 @@ log = structlog.get_logger(__name__)
 PREFIX = "pay"
 MAX_AMOUNT_MAJOR = 10**12  # a trillion of anything is a typo, not a payment
 EXPIRE_BATCH = 100
-# How long past its expiry an unpaid payment waits for the follower before the job expires
-# it: a block reaches the follower within seconds (poll interval, node propagation).
+# How long past its expiry the follower must have been at the chain's head before the job
+# expires an unpaid payment: a block mined just before the expiry reaches our node within
+# seconds (propagation); the follower's own lag is measured, not guessed (synced_at).
 EXPIRY_GRACE_S = 30
+EXPIRY_MAX_WAIT_S = 3600  # a chain's follower down this long no longer holds payments open
 # ISO 4217 minor units of the fiat currencies we price in; tokens use their decimals.
 FIAT_SCALES = {"USD": 2, "EUR": 2, "GBP": 2, "CHF": 2, "CAD": 2, "AUD": 2, "SGD": 2, "JPY": 0}
 
@@ -523,13 +525,19 @@ async def accept_late(session: AsyncSession, principal: Principal, payment_id: s
 
 
 async def expire_due(session: AsyncSession, now: dt.datetime | None = None) -> int:
-    """Expire up to EXPIRE_BATCH open payments more than EXPIRY_GRACE_S past their
-    expiry; the caller commits. The grace lets the follower see money mined just before
-    the expiry first (else on-time money would be flagged late); money mined after it
-    expires the payment itself, by the block's time (receipts.py), so waiting costs only
-    a later `payment.expired`."""
-    cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(seconds=EXPIRY_GRACE_S)
-    rows = await repository.due_to_expire(session, cutoff, EXPIRE_BATCH)
+    """Expire up to EXPIRE_BATCH open payments whose every accepted chain the follower
+    has had to its head EXPIRY_GRACE_S or more past their expiry; the caller commits. So
+    money mined before the expiry is seen first, however far the follower lagged (else
+    on-time money would be flagged late), the grace covering a block's way to our node.
+    Money mined after it expires the payment itself, by the block's time (receipts.py),
+    so waiting costs only a later `payment.expired`. A chain not followed for
+    EXPIRY_MAX_WAIT_S holds its payments no longer: they expire, and money found later is
+    late (credited, for the merchant to accept)."""
+    now = now or dt.datetime.now(dt.UTC)
+    followed = await chains.synced_at(session)
+    grace = dt.timedelta(seconds=EXPIRY_GRACE_S)
+    waited_out = now - dt.timedelta(seconds=EXPIRY_MAX_WAIT_S)
+    rows = await repository.due_to_expire(session, now, grace, waited_out, followed, EXPIRE_BATCH)
     for row in rows:
         await _apply(session, row, Expire())
     return len(rows)
