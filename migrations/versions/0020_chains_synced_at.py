@@ -10,7 +10,9 @@ than that (an RPC outage) then found money mined before the expiry in an expired
 and flagged it late. `synced_at` is the wall time at which the follower last had every
 block up to the head it had just read: a payment expires once every chain it accepts was
 followed to its head at least the grace past its expiry (or after an hour regardless).
-NULL: never at the head yet. Written only by the chain's leader, so no lock contention.
+NULL: never at the head yet, or rewound by a reorg since. Written only by the chain's
+leader; the expiry job reads it in the statement that picks payments (and again once they
+are locked), never locking it.
 """
 
 from __future__ import annotations

@@ -335,4 +335,13 @@ async def test_synced_at_says_when_the_follower_last_had_every_block_to_the_head
     await follower.step()  # finds the fork and rewinds: the new branch is unseen
     assert await _synced_at(db, chain) is None
     await follower.sync()
-    assert (await _synced_at(db, chain) or before) > second
+    third = await _synced_at(db, chain)
+    assert third is not None and third > second
+
+    snapshot = chain.rpc("evm_snapshot")
+    chain.mine(1)
+    await follower.sync()
+    chain.rpc("evm_revert", snapshot)
+    chain.rpc("evm_mine", int(third.timestamp()) + 100)  # the tip replaced at the same height
+    assert await follower.step() == 0  # at the head, its tip differs: rewound, not synced
+    assert await _synced_at(db, chain) is None

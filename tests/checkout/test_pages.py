@@ -21,7 +21,7 @@ from stablegate.kit.ids import new_id
 from tests.chains.conftest import Chain
 from tests.checkout.conftest import CONFIRMATIONS, USDC, create_payment, option, page_path, pay_transfer
 from tests.conftest import ApiServer, Tenant, payments_env, start_server, stop_server
-from tests.payments.conftest import expire_after_grace
+from tests.payments.conftest import expire_after_grace, set_expiry
 
 PUBLIC_URL = "https://pay.example.test"
 SECURITY_HEADERS = {
@@ -362,6 +362,23 @@ async def test_status_when_canceled_expired_and_paid_late(
     late = status_of(api, expiring)
     assert (late["state"], late["status"], late["late"]) == ("late", "expired", True)
     assert "arrived after this payment closed" in get(api, page_path(expiring)).text
+
+
+async def test_late_money_does_not_count_as_paid_towards_completion(
+    api: ApiServer, tenant: Tenant, db: Database, chain: Chain, follower: Follower
+) -> None:
+    """10 of 25 in time, then 15 mined after the expiry while the 10 confirms: the 15
+    cannot complete the payment, so the page still says 15 was missing in time."""
+    payment = create_payment(api, tenant)
+    pay_transfer(chain, payment, 10 * USDC)
+    await follower.sync()
+    await set_expiry(db, payment["id"], "now() - interval '5 seconds'")
+    pay_transfer(chain, payment, 15 * USDC)
+    chain.mine(CONFIRMATIONS)
+    await follower.sync()
+    state = status_of(api, payment)
+    assert (state["status"], state["paid"], state["late"]) == ("processing", "exact", True)
+    assert {o["missing"] for o in state["options"]} == {"15.00"}
 
 
 async def test_status_when_expired_part_paid(

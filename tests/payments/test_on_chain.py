@@ -367,6 +367,40 @@ async def test_money_mined_before_expiry_is_on_time_however_long_the_follower_la
     assert (await fetch(db, principal, lagging.id)).status == "expired"
 
 
+async def test_a_chain_not_yet_followed_past_the_expiry_holds_the_payment_open(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
+) -> None:
+    """A payment accepting two chains, money mined after its expiry on one: that chain
+    has passed the expiry, but the other's follower has not, and on-time money may wait
+    there. The payment stays open, the money is booked late, and it expires once the
+    other chain is followed past the expiry (here: never, so after the last resort)."""
+    payment = await create(db, principal, ctx, amount="3")
+    async with db.session() as session:  # a second chain the test cannot run: its follower is behind
+        await session.execute(
+            text(
+                "INSERT INTO payment_options SELECT payment_id, position + 10, 424242, 'elsewhere', symbol, asset,"
+                " token, decimals, token_amount, rate, rate_source, rate_as_of, spread_bps, quote_expires_at,"
+                " fee_bps, fee_fixed, fee_minimum, fee_maximum, deposit_address, NULL, NULL"
+                " FROM payment_options WHERE payment_id = :id AND position = 0"
+            ),
+            {"id": payment.id},
+        )
+    await set_expiry(db, payment.id, f"now() - interval '{service.EXPIRY_GRACE_S + 1} seconds'")
+    pay_transfer(chain, payment, 3 * USDC)  # mined after the expiry
+    await confirm(chain, follower)
+    held = await fetch(db, principal, payment.id)
+    assert (held.status, held.paid, held.late, held.receipts[0].late) == ("processing", "exact", True, True)
+    async with db.session() as session:
+        await service.expire_due(session)
+    assert (await fetch(db, principal, payment.id)).status == "processing"
+    an_hour_on = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=service.EXPIRY_MAX_WAIT_S)
+    async with db.session() as session:
+        await service.expire_due(session, an_hour_on)
+    expired = await fetch(db, principal, payment.id)
+    assert (expired.status, expired.paid, expired.late) == ("expired", "exact", True)
+    assert await balances(db, tenant) == {"USDC.local": (3 * USDC - 30_000, 0)}
+
+
 async def test_a_reorg_that_orphans_a_seen_payment_reverses_its_pending_posting(
     db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
 ) -> None:
@@ -420,6 +454,29 @@ async def test_a_payment_orphaned_then_mined_again_is_credited_once(
         "payment.processing",
         "payment.succeeded",
     ]
+
+
+async def test_on_time_money_mined_again_after_the_expiry_stays_on_time(
+    db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
+) -> None:
+    """The payer sent in time; a reorg dropped the transfer and the chain mined it again
+    after the expiry, before the expiry job ran. It is the same money, sent in time: it
+    completes the payment instead of expiring it."""
+    payment = await create(db, principal, ctx, amount="6")
+    await follower.sync()
+    snapshot = chain.rpc("evm_snapshot")
+    raw = chain.signed_transfer(option(payment).token, option(payment).instructions.deposit_address.address, 6 * USDC)
+    tx_hash = chain.send_raw(raw)
+    await follower.sync()
+    chain.rpc("evm_revert", snapshot)
+    chain.mine(2)  # orphaned
+    await follower.sync()
+    await set_expiry(db, payment.id, "now() - interval '5 seconds'")
+    assert chain.send_raw(raw) == tx_hash  # mined again, after the expiry
+    await confirm(chain, follower)
+    paid = await fetch(db, principal, payment.id)
+    assert (paid.status, paid.paid, paid.late, paid.receipts[0].late) == ("succeeded", "exact", False, False)
+    assert await balances(db, tenant) == {"USDC.local": (6 * USDC - 60_000, 0)}
 
 
 async def test_a_part_orphaned_and_mined_again_after_another_does_not_pay_the_fixed_fee_twice(

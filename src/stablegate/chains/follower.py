@@ -156,8 +156,8 @@ class Follower:
         cursor = await self._cursor(head)
         metrics.CHAIN_HEAD_LAG.labels(self.chain.name).set(max(0, head - cursor.block_number))
         if cursor.block_number >= head:
-            await self._check_tip(cursor, head)
-            await self._mark_synced(head_read_at)
+            if await self._check_tip(cursor, head):
+                await self._mark_synced(head_read_at)
             await self._scan_lookalikes(cursor.block_number)
             return 0
         first, last = cursor.block_number + 1, min(head, cursor.block_number + self.range_blocks)
@@ -415,19 +415,25 @@ class Follower:
 
     # --- reorgs -----------------------------------------------------------------------
 
-    async def _check_tip(self, cursor: Cursor, head: int) -> None:
+    async def _check_tip(self, cursor: Cursor, head: int) -> bool:
         """At the head, a reorg replaces blocks without adding any: compare the block at
-        min(head, cursor) with ours."""
+        min(head, cursor) with ours. True when our tip is the provider's, so the follower
+        is synced; not after a rewind (the new branch is still to be read) nor when the
+        provider lacks our tip."""
         if cursor.block_number < 0:
-            return
+            return True
         height = min(head, cursor.block_number)
         async with self._session() as session:
             ours = await repository.stored_blocks(session, self.chain.chain_id, height, height)
         if height not in ours:
-            return
+            return True
         theirs = await self.rpc.call("eth_getBlockByNumber", hex(height), False)
-        if theirs is not None and theirs["hash"].lower() != ours[height]:
+        if theirs is None:
+            return False
+        if theirs["hash"].lower() != ours[height]:
             await self._handle_reorg(cursor)
+            return False
+        return True
 
     async def _handle_reorg(self, cursor: Cursor) -> None:
         low = max(0, cursor.block_number - self.chain.depth + 1)

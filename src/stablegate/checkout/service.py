@@ -75,11 +75,13 @@ def state(p: Payment) -> State:
 
 
 def received_units(p: Payment) -> dict[int, int]:
-    """Per option position: confirmed plus seen units (what is on its way counts)."""
+    """Per option position: confirmed plus seen units (what is on its way counts), on
+    time only: late money never completes a payment, so it does not shrink what is
+    missing."""
     position = {(o.chain_id, o.asset): i for i, o in enumerate(p.options)}
     received = {i: 0 for i in range(len(p.options))}
     for r in p.receipts:
-        if r.status in ("seen", "confirmed"):
+        if r.status in ("seen", "confirmed") and not r.late:
             received[position[r.chain_id, r.asset]] += int(r.amount_units)
     return received
 

@@ -38,7 +38,7 @@ async def _handle(session: AsyncSession, event: ChainEvent) -> None:
     payment = await repository.lock(session, option["payment_id"])
     receipt = await repository.receipt(session, event.observation_id)
     if event.kind == "seen":
-        payment, past_expiry = await _expired_by_chain_time(session, event, payment)
+        payment, past_expiry = await _expired_by_chain_time(session, event, payment, receipt)
         late = _late(payment, receipt, past_expiry)
         changed, needs_review = await _seen(session, event, payment, option, receipt, late)
     else:
@@ -61,20 +61,25 @@ async def _handle(session: AsyncSession, event: ChainEvent) -> None:
         await service.refresh(session, payment, needs_review=needs_review, late_arrival=late_arrival, late_money=late)
 
 
-async def _expired_by_chain_time(session: AsyncSession, event: ChainEvent, payment: Any) -> tuple[Any, bool]:
+async def _expired_by_chain_time(
+    session: AsyncSession, event: ChainEvent, payment: Any, receipt: Any
+) -> tuple[Any, bool]:
     """Money mined at or after the payment's expiry is late, whether or not the expiry
     job has run yet: an open payment past its expiry by the block's time expires first
-    (as the job would have done: unpaid, or underpaid with nothing on its way), so the
-    receipt below counts as late. Without this, money arriving in the minute before the
-    job's next run was taken as on time. Also says whether the block is past the expiry:
-    a payment still waiting for seen money to confirm stays open, and this money is late
-    in it all the same."""
+    (as the job would have done: unpaid, or underpaid with nothing on its way, and its
+    other chains followed past the expiry), so the receipt below counts as late. Without
+    this, money arriving in the minute before the job's next run was taken as on time.
+    Also says whether the block is past the expiry: a payment that stays open (money on
+    its way, another chain's follower behind) takes this money as late all the same. An
+    on-time transfer mined again after a reorg is not new money: it expires nothing."""
     if payment["status"] not in ("requires_payment", "processing"):
+        return payment, False
+    if receipt is not None and not receipt["late"]:
         return payment, False
     mined_at = await chains.block_time(session, event.chain_id, event.block_number)
     if mined_at is None or mined_at < payment["expires_at"]:
         return payment, False
-    expired = await service.expire_locked(session, payment)  # unchanged if money is on its way
+    expired = await service.expire_past_block(session, payment, event.chain_id)
     if expired["status"] == "expired":
         log.info("payment.expired_by_chain_time", payment_id=payment["id"], tx_hash=event.tx_hash)
     return expired, True

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeAlias
@@ -257,39 +257,56 @@ async def update_state(session: AsyncSession, payment_id: str, v: dict[str, Any]
     return row
 
 
-async def due_to_expire(
-    session: AsyncSession,
-    now: dt.datetime,
-    grace: dt.timedelta,
-    waited_out: dt.datetime,
-    followed: Mapping[int, dt.datetime],
-    limit: int,
-) -> list[Row]:
-    """Open payments that expired `grace` or more before `now`, locked (others' locks are
-    skipped, not waited on): unpaid ones, and underpaid ones with no on-time money
-    waiting for confirmations (which may complete them; they come back once it is
-    confirmed; late money cannot). Each arm has its partial index (0007, 0019), and the
-    query returns only payments the state machine will expire, so a batch is never filled
-    with ones it leaves alone.
+def _followed_past_expiry(grace: str, waited_out: str, except_chain: str) -> str:
+    """SQL over payment `p`: every chain it accepts (but `except_chain`) had its follower
+    at the head `grace` or more past p's expiry (chain_cursors.synced_at, design 0004), so
+    money mined there before the expiry has been seen; or p expired at or before
+    `waited_out`, a follower down that long holding it no longer. A read of the chains'
+    table: the follower commits the watermark with the receipts it found, so one snapshot
+    sees both or neither."""
+    return f"""(p.expires_at <= {waited_out} OR NOT EXISTS (
+        SELECT 1 FROM payment_options o LEFT JOIN chain_cursors c ON c.chain_id = o.chain_id
+        WHERE o.payment_id = p.id AND o.chain_id IS DISTINCT FROM {except_chain}
+          AND (c.synced_at IS NULL OR c.synced_at < p.expires_at + {grace})))"""
 
-    Only payments whose every accepted chain was `followed` (chain id → when its follower
-    last had every block to the head) at least `grace` past their expiry, so money mined
-    before the expiry has been seen; or, whatever the followers did, those that expired
-    at or before `waited_out`."""
+
+async def due_to_expire(
+    session: AsyncSession, now: dt.datetime, grace: dt.timedelta, waited_out: dt.datetime, limit: int
+) -> list[Row]:
+    """Open payments that expired `grace` or more before `now`, locked (others' locks
+    are skipped, not waited on): unpaid ones, and underpaid ones with no on-time money
+    waiting for confirmations (which may complete them; they come back once it is
+    confirmed; late money cannot), whose chains were followed past their expiry. Each
+    arm has its partial index (0007, 0019), and the query returns only payments the
+    state machine will expire, so a batch is never filled with ones it leaves alone."""
     sql = f"""
     SELECT {_PAYMENT_COLUMNS} FROM payments p
     WHERE p.expires_at <= $1
       AND (p.status = 'requires_payment'
            OR (p.status = 'processing' AND NOT EXISTS (
                  SELECT 1 FROM payment_receipts r WHERE r.payment_id = p.id AND r.status = 'seen' AND NOT r.late)))
-      AND (p.expires_at <= $3 OR NOT EXISTS (
-             SELECT 1 FROM payment_options o
-             LEFT JOIN unnest($4::bigint[], $5::timestamptz[]) AS f(chain_id, synced_at) ON f.chain_id = o.chain_id
-             WHERE o.payment_id = p.id AND (f.synced_at IS NULL OR f.synced_at < p.expires_at + $6)))
+      AND {_followed_past_expiry("$4::interval", "$3", "NULL")}
     ORDER BY p.expires_at LIMIT $2 FOR UPDATE OF p SKIP LOCKED
     """
-    chain_ids, synced = list(followed), list(followed.values())
-    return await _fetch(session, sql, now - grace, limit, waited_out, chain_ids, synced, grace)
+    return await _fetch(session, sql, now - grace, limit, waited_out, grace)
+
+
+async def followed_past_expiry(
+    session: AsyncSession,
+    payment_ids: Sequence[str],
+    grace: dt.timedelta,
+    waited_out: dt.datetime,
+    except_chain: int | None = None,
+) -> set[str]:
+    """Those of `payment_ids` whose chains (but `except_chain`) were followed past their
+    expiry (as in due_to_expire), read afresh: after the payments were locked, a rewind
+    that committed since an earlier statement's snapshot is seen here."""
+    sql = f"""
+    SELECT p.id FROM payments p
+    WHERE p.id = ANY($1) AND {_followed_past_expiry("$2::interval", "$3", "$4::bigint")}
+    """
+    rows = await _fetch(session, sql, list(payment_ids), grace, waited_out, except_chain)
+    return {r["id"] for r in rows}
 
 
 # --- merchant settings -------------------------------------------------------------------

@@ -511,14 +511,14 @@ async def cancel(session: AsyncSession, principal: Principal, payment_id: str) -
 
 
 async def accept_late(session: AsyncSession, principal: Principal, payment_id: str) -> Payment:
-    """Keep money that arrived after the payment expired or was canceled (the other way
-    to settle it is a refund). Accepting again changes nothing."""
+    """Keep late money: mined after the payment's expiry or sent once it was canceled
+    (the other way to settle it is a refund). Accepting again changes nothing."""
     row = await get(session, principal, payment_id, for_update=True)
     try:
         return await _apply(session, row, AcceptLate())
     except InvalidTransition:
         raise InvalidRequest(
-            "Only a payment flagged late (money after it expired or was canceled) can be accepted.",
+            "Only a payment flagged late (money mined after its expiry or sent once it was canceled) can be accepted.",
             param="id",
             code="payment_unexpected_state",
         ) from None
@@ -534,19 +534,37 @@ async def expire_due(session: AsyncSession, now: dt.datetime | None = None) -> i
     EXPIRY_MAX_WAIT_S holds its payments no longer: they expire, and money found later is
     late (credited, for the merchant to accept)."""
     now = now or dt.datetime.now(dt.UTC)
-    followed = await chains.synced_at(session)
-    grace = dt.timedelta(seconds=EXPIRY_GRACE_S)
-    waited_out = now - dt.timedelta(seconds=EXPIRY_MAX_WAIT_S)
-    rows = await repository.due_to_expire(session, now, grace, waited_out, followed, EXPIRE_BATCH)
+    grace, waited_out = _expiry_window(now)
+    rows = await repository.due_to_expire(session, now, grace, waited_out, EXPIRE_BATCH)
+    # Locked now. A reorg's rewind that committed after the query's snapshot (orphaning
+    # money, clearing the watermark) shows in a fresh statement, not in the locked rows'
+    # re-check, which reads the other tables as of the snapshot.
+    followed = await repository.followed_past_expiry(session, [r["id"] for r in rows], grace, waited_out)
+    expired = 0
     for row in rows:
-        await _apply(session, row, Expire())
-    return len(rows)
+        if row["id"] in followed:
+            expired += bool(await _apply_expiry(session, row))
+    return expired
 
 
-async def expire_locked(session: AsyncSession, row: Any) -> Any:
-    """Expire the locked payment `row` now (it is past its expiry); the updated row."""
-    await _apply(session, row, Expire())
+async def expire_past_block(session: AsyncSession, row: Any, chain_id: int, now: dt.datetime | None = None) -> Any:
+    """Money in a block of `chain_id` mined at or after the locked payment's expiry: the
+    chain itself has passed it (blocks come in order), so expire the payment now if its
+    other chains were followed past it too (else on-time money there, not yet seen,
+    would be taken as late); the updated row."""
+    grace, waited_out = _expiry_window(now or dt.datetime.now(dt.UTC))
+    if row["id"] in await repository.followed_past_expiry(session, [row["id"]], grace, waited_out, chain_id):
+        await _apply_expiry(session, row)
     return await repository.lock(session, row["id"])
+
+
+def _expiry_window(now: dt.datetime) -> tuple[dt.timedelta, dt.datetime]:
+    return dt.timedelta(seconds=EXPIRY_GRACE_S), now - dt.timedelta(seconds=EXPIRY_MAX_WAIT_S)
+
+
+async def _apply_expiry(session: AsyncSession, row: Any) -> bool:
+    view = await _apply(session, row, Expire())
+    return view.status == "expired" and row["status"] != "expired"
 
 
 async def _apply(session: AsyncSession, row: Any, happening: Expire | Cancel | AcceptLate) -> Payment:
