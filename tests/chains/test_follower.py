@@ -14,8 +14,9 @@ import structlog
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
+from stablegate.chains import registry
 from stablegate.chains import service as chain_service
-from stablegate.chains.follower import Follower
+from stablegate.chains.follower import Follower, watermark
 from stablegate.db import Database
 from stablegate.observability import metrics
 from tests.chains.conftest import CONFIRMATIONS, Chain, Heard, observations
@@ -345,3 +346,35 @@ async def test_synced_at_says_when_the_follower_last_had_every_block_to_the_head
     chain.rpc("evm_mine", int(third.timestamp()) + 100)  # the tip replaced at the same height
     assert await follower.step() == 0  # at the head, its tip differs: rewound, not synced
     assert await _synced_at(db, chain) is None
+
+
+def test_the_watermark_stops_at_a_stuck_head() -> None:
+    """A provider stuck on an old head still answers: on a chain with steady blocks the
+    follower vouches for no time past the tip's plus the chain's longest gap."""
+    base = registry.PRESETS["base"]
+    assert base.max_block_interval_s == 30
+    now = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+    fresh_tip_s = int(now.timestamp()) - 2
+    assert watermark(base, now, fresh_tip_s) == now
+    stuck_tip_s = int(now.timestamp()) - 600
+    assert watermark(base, now, stuck_tip_s) == now - dt.timedelta(seconds=570)
+    assert watermark(base, now, None) == now  # no stored tip: nothing to judge by
+    assert watermark(registry.PRESETS["local"], now, stuck_tip_s) == now  # blocks on demand
+
+
+async def test_a_follower_on_a_stuck_chain_vouches_only_to_the_tip_plus_its_gap(
+    db: Database, chain: Chain, clean_chain_tables: None
+) -> None:
+    steady = replace(chain.config, max_block_interval_s=1)
+    chain.mine()
+    await asyncio.sleep(2.1)  # no block since: the head is older than the chain's gap
+    follower = Follower(db, steady)
+    try:
+        async with follower.leading(wait=False):
+            await follower.sync()
+            tip = chain.w3.eth.get_block("latest")
+            synced = await _synced_at(db, chain)
+            assert synced == dt.datetime.fromtimestamp(tip["timestamp"] + 1, dt.UTC)
+            assert synced < dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    finally:
+        await follower.rpc.aclose()

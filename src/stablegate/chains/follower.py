@@ -39,6 +39,17 @@ STANDBY_POLL_S = 2.0
 LOCK_NAMESPACE = 0x5347_4346 << 32  # "SGCF": the follower's advisory locks, one per chain id
 
 
+def watermark(chain: ChainConfig, head_read_at: dt.datetime, tip_timestamp_s: int | None) -> dt.datetime:
+    """What the follower at the head may claim as seen: every block mined before the head
+    was read. On a chain with steady blocks a tip older than `max_block_interval_s`
+    means every provider is stuck (a stalled node still answers with its old head), so
+    the claim stops at the tip's time plus that interval until blocks come again."""
+    if chain.max_block_interval_s is None or tip_timestamp_s is None:
+        return head_read_at
+    stuck_after = dt.datetime.fromtimestamp(tip_timestamp_s + chain.max_block_interval_s, dt.UTC)
+    return min(head_read_at, stuck_after)
+
+
 class _Reorged(Exception):
     """The chain changed under this step (a reorg in progress): read again."""
 
@@ -157,13 +168,13 @@ class Follower:
         metrics.CHAIN_HEAD_LAG.labels(self.chain.name).set(max(0, head - cursor.block_number))
         if cursor.block_number >= head:
             if await self._check_tip(cursor, head):
-                await self._mark_synced(head_read_at)
+                await self._mark_synced(cursor.block_number, head_read_at)
             await self._scan_lookalikes(cursor.block_number)
             return 0
         first, last = cursor.block_number + 1, min(head, cursor.block_number + self.range_blocks)
         with tracing.span("chain.range", chain=self.chain.name, first=first, last=last):
             try:
-                return await self._ingest(cursor, first, last, head, head_read_at if last == head else None)
+                return await self._ingest(cursor, first, last, head, head_read_at)
             except _Reorged:
                 return 0
             except RangeTooLarge as exc:
@@ -182,14 +193,16 @@ class Follower:
         parent = await self._headers(start - 1, start - 1)
         return Cursor(start - 1, parent[0].hash)
 
-    async def _mark_synced(self, synced_at: dt.datetime) -> None:
+    async def _mark_synced(self, tip: int, head_read_at: dt.datetime) -> None:
         """At the head: the payments expiry job may now trust that money mined before
-        `synced_at` has been seen (design 0004). One small update per idle poll."""
+        the watermark has been seen (design 0004). One small update per idle poll."""
         async with self._transaction() as session:
+            tip_timestamp_s = await repository.block_timestamp_s(session, self.chain.chain_id, tip)
+            synced_at = watermark(self.chain, head_read_at, tip_timestamp_s)
             await repository.mark_synced(session, self.chain.chain_id, synced_at)
         metrics.CHAIN_SYNCED_AT.labels(self.chain.name).set(synced_at.timestamp())
 
-    async def _ingest(self, cursor: Cursor, first: int, last: int, head: int, synced_at: dt.datetime | None) -> int:
+    async def _ingest(self, cursor: Cursor, first: int, last: int, head: int, head_read_at: dt.datetime) -> int:
         read = await self._read_range(first, last)
         if cursor.block_hash is not None and read.blocks[0].parent_hash != cursor.block_hash:
             await self._handle_reorg(cursor)
@@ -198,6 +211,8 @@ class Follower:
         self.range_blocks = min(self.chain.max_range_blocks, self.range_blocks * 2)  # the provider served it
         if last < head:  # read the next range while this one commits (different resources)
             self._prefetch_range(last + 1, min(head, last + self.range_blocks))
+        # Synced only by a range that reaches the head read at `head_read_at`.
+        synced_at = watermark(self.chain, head_read_at, read.blocks[-1].timestamp_s) if last == head else None
         await self._commit(read, confirmed_through, synced_at)
         if synced_at is not None:
             metrics.CHAIN_SYNCED_AT.labels(self.chain.name).set(synced_at.timestamp())

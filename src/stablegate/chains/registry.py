@@ -68,6 +68,10 @@ class ChainConfig:
     deposit_factory: str | None = None
     forwarder_implementation: str | None = None
     reorg_window_blocks: int = 128
+    # The longest gap between blocks on a healthy chain; a head older than this means the
+    # providers are stuck, and the follower stops vouching for time past it (follower.
+    # watermark, the payments expiry job). None: blocks come only on demand (a dev chain).
+    max_block_interval_s: int | None = None
     # Where router payments go (the platform's collection wallet and fee wallet). Deposit
     # addresses forward to the factory's treasury, set when it was deployed.
     treasury: str | None = None
@@ -88,6 +92,7 @@ class ChainConfig:
         assert self.finality == "finalized" or (self.confirmations is not None and self.confirmations >= 1)
         assert 1 <= self.max_range_blocks <= MAX_RANGE_BLOCKS
         assert self.poll_interval_ms >= 10
+        assert self.max_block_interval_s is None or self.max_block_interval_s >= 1
         for name in _ADDRESS_FIELDS:
             value = getattr(self, name)
             if value is not None:
@@ -119,6 +124,7 @@ PRESETS: dict[str, ChainConfig] = {
         "ethereum",
         1,
         livemode=True,
+        max_block_interval_s=60,
         confirmations=12,
         poll_interval_ms=4_000,
         max_range_blocks=1_000,
@@ -130,6 +136,7 @@ PRESETS: dict[str, ChainConfig] = {
         "base",
         8453,
         livemode=True,
+        max_block_interval_s=30,
         confirmations=10,
         poll_interval_ms=1_000,
         max_range_blocks=2_000,
@@ -139,6 +146,7 @@ PRESETS: dict[str, ChainConfig] = {
         "polygon",
         137,
         livemode=True,
+        max_block_interval_s=30,
         confirmations=128,
         poll_interval_ms=1_000,
         max_range_blocks=1_000,
@@ -151,6 +159,7 @@ PRESETS: dict[str, ChainConfig] = {
         "arbitrum",
         42161,
         livemode=True,
+        max_block_interval_s=60,
         confirmations=20,
         poll_interval_ms=1_000,
         max_range_blocks=5_000,
@@ -162,6 +171,7 @@ PRESETS: dict[str, ChainConfig] = {
         "optimism",
         10,
         livemode=True,
+        max_block_interval_s=30,
         confirmations=10,
         poll_interval_ms=1_000,
         max_range_blocks=2_000,
