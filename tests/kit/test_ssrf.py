@@ -56,6 +56,11 @@ FORBIDDEN = [
     ("http://240.0.0.1/", "private"),  # reserved (class E); Python files it under private too
     ("http://255.255.255.255/", "private"),
     ("http://192.0.2.10/", "private"),  # documentation range
+    # Special-purpose ranges some Pythons' tables call global (3.11 does).
+    ("http://192.0.0.192/", "not_global"),
+    ("http://192.0.0.8/", "not_global"),
+    ("http://[fec0::1]/", "not_global"),  # site-local, deprecated
+    ("http://[3fff::1]/", "not_global"),  # documentation
 ]
 
 
@@ -101,7 +106,13 @@ async def test_refused_before_any_connection(listener: list[str]) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["http://user:pw@example.com/", "ftp://example.com/", "http:///nohost", "http://example.com:99999/"],
+    [
+        "http://user:pw@example.com/",
+        "ftp://example.com/",
+        "http:///nohost",
+        "http://example.com:99999/",
+        "http://93.184.216.34:0/",  # not quietly port 80
+    ],
 )
 async def test_malformed_urls_are_refused(url: str) -> None:
     with pytest.raises(UnsafeDestination):
@@ -141,7 +152,7 @@ async def test_allow_list_opens_localhost_and_requests_go_to_the_checked_address
     port = listener[0].removeprefix("port:")
     destination = await ssrf.check_url(f"http://localhost:{port}/hook", allow=["127.0.0.0/8"])
     assert str(destination.ip) == "127.0.0.1"
-    async with httpx.AsyncClient() as client:
+    async with ssrf.pinned_client() as client:
         reply = await ssrf.pinned_request(client, "POST", destination, content=b"{}")
     assert reply.status_code == 204
     assert listener[1:] == [f"localhost:{port}"]  # the name travelled in Host
@@ -196,9 +207,13 @@ def tls_receiver(tmp_path: Path) -> Iterator[tuple[int, Path, list[str]]]:
     seen: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: a client may reuse the connection
+
         def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
             seen.append(f"host:{self.headers.get('host')}")
             self.send_response(204)
+            self.send_header("content-length", "0")
             self.end_headers()
 
         def log_message(self, *_args: object) -> None:
@@ -230,14 +245,74 @@ async def test_https_goes_to_the_checked_address_and_verifies_the_name(
     monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
     destination = await ssrf.check_url(f"https://hooks.example:{port}/hook", allow=["127.0.0.0/8"])
     trusting = ssl.create_default_context(cafile=str(cert))
-    async with httpx.AsyncClient(verify=trusting, trust_env=False) as client:
+    async with ssrf.pinned_client(verify=trusting) as client:
         reply = await ssrf.pinned_request(client, "POST", destination, content=b"{}")
     assert reply.status_code == 204
     assert seen == ["sni:hooks.example", f"host:hooks.example:{port}"]
 
     # The same address under another name: its certificate does not name it.
     impostor = await ssrf.check_url(f"https://wrong.example:{port}/hook", allow=["127.0.0.0/8"])
-    async with httpx.AsyncClient(verify=trusting, trust_env=False) as client:
+    async with ssrf.pinned_client(verify=trusting) as client:
         with pytest.raises(httpx.ConnectError, match="Hostname mismatch"):
             await ssrf.pinned_request(client, "POST", impostor, content=b"{}")
     assert seen[2:] == ["sni:wrong.example"]  # refused at the handshake: no request was sent
+
+
+async def test_a_connection_made_for_one_name_is_never_reused_for_another(
+    tls_receiver: tuple[int, Path, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two names at one address, one client (as the delivery worker has): the pool keys
+    connections by name, so the second name gets its own handshake and its own
+    certificate check, not the first name's verified connection."""
+    port, cert, seen = tls_receiver
+
+    async def getaddrinfo(*_args: object, **_kwargs: object) -> list[tuple[object, ...]]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
+    right = await ssrf.check_url(f"https://hooks.example:{port}/hook", allow=["127.0.0.0/8"])
+    wrong = await ssrf.check_url(f"https://wrong.example:{port}/hook", allow=["127.0.0.0/8"])
+    async with ssrf.pinned_client(verify=ssl.create_default_context(cafile=str(cert))) as client:
+        assert (await ssrf.pinned_request(client, "POST", right, content=b"{}")).status_code == 204
+        with pytest.raises(httpx.ConnectError, match="Hostname mismatch"):
+            await ssrf.pinned_request(client, "POST", wrong, content=b"{}")
+        assert (await ssrf.pinned_request(client, "POST", right, content=b"{}")).status_code == 204
+    host = f"host:hooks.example:{port}"
+    assert seen == ["sni:hooks.example", host, "sni:wrong.example", host]  # the right name's connection reused
+
+
+async def test_only_checked_destinations_are_dialled(listener: list[str]) -> None:
+    """The pinned client's network layer dials the address approved for the request
+    being sent, and nothing else; another client cannot be used to send pinned."""
+    port = listener[0].removeprefix("port:")
+    async with ssrf.pinned_client() as client:
+        with pytest.raises(httpx.ConnectError, match="was not checked"):
+            await client.get(f"http://127.0.0.1:{port}/")
+    destination = await ssrf.check_url(f"http://localhost:{port}/hook", allow=["127.0.0.0/8"])
+    async with httpx.AsyncClient() as plain:
+        with pytest.raises(TypeError):
+            await ssrf.pinned_request(plain, "POST", destination)  # type: ignore[arg-type]
+    assert listener == [f"port:{port}"]  # nothing arrived
+
+
+async def test_international_and_fully_qualified_names_travel_as_dns_has_them(
+    listener: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An international name is looked up, sent (Host, SNI) and pooled in its xn-- form,
+    a trailing dot is dropped (certificates never name it): the same name throughout."""
+    port = listener[0].removeprefix("port:")
+    looked_up: list[str] = []
+
+    async def getaddrinfo(name: str, *_args: object, **_kwargs: object) -> list[tuple[object, ...]]:
+        looked_up.append(name)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", int(port)))]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
+    idn = await ssrf.check_url(f"http://bücher.test:{port}/hook", allow=["127.0.0.0/8"])
+    dotted = await ssrf.check_url(f"http://hooks.test.:{port}/hook", allow=["127.0.0.0/8"])
+    assert (idn.host, dotted.host) == ("xn--bcher-kva.test", "hooks.test")
+    assert looked_up == ["xn--bcher-kva.test", "hooks.test"]
+    async with ssrf.pinned_client() as client:
+        for destination in (idn, dotted):
+            assert (await ssrf.pinned_request(client, "POST", destination, content=b"{}")).status_code == 204
+    assert listener[1:] == [f"xn--bcher-kva.test:{port}", f"hooks.test:{port}"]

@@ -2,21 +2,28 @@
 reach our own network: resolve, refuse every internal address form, then connect to the
 address that was checked (no second DNS answer, no redirects).
 
-`check_url` is the gate; `pinned_request` sends through it. An allow-list (CIDRs or host
-names, `STABLEGATE_WEBHOOK_ALLOW`) lets local development deliver to localhost.
+`check_url` is the gate; `pinned_request` sends through it, on a `pinned_client` whose
+network layer dials only the address the gate approved for the request being sent. The
+URL keeps the name, so TLS verifies the certificate for that name and the connection pool
+keys connections by it (a connection made for one name is never reused for another name
+at the same address). An allow-list (CIDRs or host names, `STABLEGATE_WEBHOOK_ALLOW`) lets
+local development deliver to localhost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ipaddress
 import re
 import socket
-from collections.abc import Sequence
+import ssl
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import httpcore
 import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -31,6 +38,12 @@ CGNAT = ipaddress.ip_network("100.64.0.0/10")
 # IPv6 prefixes that embed an IPv4 address the packet may end up at.
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
+# Special-purpose ranges that older Pythons' `is_global` tables call global (3.11 does
+# for all of these): protocol assignments, site-local, documentation, discard, SRv6.
+NOT_GLOBAL = tuple(
+    ipaddress.ip_network(n)
+    for n in ("192.0.0.0/24", "fec0::/10", "2001:db8::/32", "3fff::/20", "100::/64", "5f00::/16")
+)
 
 
 class UnsafeDestination(ValueError):
@@ -65,7 +78,7 @@ def forbidden_reason(ip: IPAddress) -> str | None:
         ("cgnat", isinstance(ip, ipaddress.IPv4Address) and ip in CGNAT),
         ("private", ip.is_private),
         ("reserved", ip.is_reserved),
-        ("not_global", not ip.is_global),
+        ("not_global", not ip.is_global or any(ip in n for n in NOT_GLOBAL if n.version == ip.version)),
     )
     return next((reason for reason, hit in checks if hit), None)
 
@@ -123,7 +136,23 @@ def _parse(url: str, schemes: Sequence[str]) -> tuple[str, str, int]:
         raise UnsafeDestination("userinfo", "credentials in the URL are not accepted")
     if not parts.hostname:
         raise UnsafeDestination("bad_url", "no host")
-    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
+    if port == 0:
+        raise UnsafeDestination("bad_url", "port 0")
+    return parts.scheme, _ascii_host(parts.hostname), port or (443 if parts.scheme == "https" else 80)
+
+
+def _ascii_host(host: str) -> str:
+    """The name as DNS, SNI and Host use it: an international name in its IDNA (xn--)
+    form, as httpx and browsers encode it, and without the root's trailing dot, which a
+    certificate never names."""
+    if literal_ip(host) is not None:
+        return host
+    if not host.isascii():
+        try:
+            host = httpx.URL(scheme="http", host=host).raw_host.decode("ascii")
+        except (httpx.InvalidURL, UnicodeError) as exc:
+            raise UnsafeDestination("bad_host", f"{host!r}: {exc}") from None
+    return host.removesuffix(".") or host
 
 
 async def check_url(url: str, allow: Sequence[str] = (), schemes: Sequence[str] = ("https", "http")) -> Destination:
@@ -146,17 +175,83 @@ async def check_url(url: str, allow: Sequence[str] = (), schemes: Sequence[str] 
     return Destination(url, scheme, host, port, addresses[0])
 
 
-async def pinned_request(
-    client: httpx.AsyncClient, method: str, destination: Destination, **kwargs: Any
-) -> httpx.Response:
-    """Send to the checked address: the URL's host becomes the IP, the name travels in
-    Host (and SNI for https), redirects are never followed."""
-    parts = urlsplit(destination.url)
-    ip = destination.ip
-    netloc = (f"[{ip}]" if isinstance(ip, ipaddress.IPv6Address) else str(ip)) + f":{destination.port}"
-    target = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-    headers = {**kwargs.pop("headers", {}), "host": parts.netloc.rsplit("@", 1)[-1]}
-    extensions = {"sni_hostname": destination.host} if destination.scheme == "https" else {}
-    return await client.request(
-        method, target, headers=headers, extensions=extensions, follow_redirects=False, **kwargs
+# The destination check_url approved for the request this task is sending.
+_PINNED: contextvars.ContextVar[Destination | None] = contextvars.ContextVar("ssrf_pinned", default=None)
+
+
+class PinnedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network layer, dialling the address checked for the request being
+    sent instead of resolving its name; a name no check approved is never dialled."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface passes it by name)
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        pinned = _PINNED.get()
+        if pinned is None or (pinned.host, pinned.port) != (host, port):
+            raise httpcore.ConnectError(f"{host}:{port} was not checked: not connecting")
+        return await self._inner.connect_tcp(
+            str(pinned.ip), port, timeout=timeout, local_address=local_address, socket_options=socket_options
+        )
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("no unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class PinnedClient(httpx.AsyncClient):
+    """An httpx client that connects only where check_url said (build it with
+    `pinned_client`); `pinned_request` refuses any other."""
+
+
+def pinned_client(
+    *,
+    limits: httpx.Limits = httpx.Limits(),
+    verify: ssl.SSLContext | None = None,
+    wrap: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] = lambda transport: transport,
+    **kwargs: Any,
+) -> PinnedClient:
+    """A client over a connection pool whose network layer is PinnedBackend. `wrap`
+    decorates the transport (a response cap, say). No proxies from the environment:
+    a proxy would dial the name again."""
+    transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+    # httpx (0.28) takes no network backend: its pool is replaced by one with ours and the
+    # same limits (tests/kit/test_ssrf.py checks that connections go where they should).
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=verify or httpx.create_ssl_context(trust_env=False),
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=PinnedBackend(),
     )
+    return PinnedClient(transport=wrap(transport), trust_env=False, follow_redirects=False, **kwargs)
+
+
+async def pinned_request(client: PinnedClient, method: str, destination: Destination, **kwargs: Any) -> httpx.Response:
+    """Send to the checked address: the URL names the host (Host, SNI, certificate and
+    the pool's key all use it), the connection goes to `destination.ip`, redirects are
+    never followed."""
+    if not isinstance(client, PinnedClient):
+        raise TypeError("pinned_request needs a pinned_client(): another client would resolve the name itself")
+    parts = urlsplit(destination.url)
+    host = f"[{destination.host}]" if ":" in destination.host else destination.host
+    target = urlunsplit((destination.scheme, f"{host}:{destination.port}", parts.path or "/", parts.query, ""))
+    token = _PINNED.set(destination)
+    try:
+        return await client.request(method, target, follow_redirects=False, **kwargs)
+    finally:
+        _PINNED.reset(token)

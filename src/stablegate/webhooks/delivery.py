@@ -108,24 +108,18 @@ def _excerpt(content: bytes) -> str | None:
 
 
 class _Clients:
-    client: httpx.AsyncClient | None = None
+    client: ssrf.PinnedClient | None = None
     loop: asyncio.AbstractEventLoop | None = None
 
 
-def client(settings: Settings) -> httpx.AsyncClient:
+def client(settings: Settings) -> ssrf.PinnedClient:
     """One pooled client per worker process (per event loop: tests start several)."""
     loop = asyncio.get_running_loop()
     if _Clients.client is None or _Clients.loop is not loop:
-        transport = _CappedTransport(
-            httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE)
-            ),
-            EXCERPT_BYTES,
-        )
-        # trust_env=False: a proxy from the environment would dial the name again,
-        # undoing the pinned address.
-        _Clients.client = httpx.AsyncClient(
-            transport=transport, timeout=settings.webhook_timeout_s, trust_env=False, follow_redirects=False
+        _Clients.client = ssrf.pinned_client(
+            limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE),
+            wrap=lambda transport: _CappedTransport(transport, EXCERPT_BYTES),
+            timeout=settings.webhook_timeout_s,
         )
         _Clients.loop = loop
     return _Clients.client
