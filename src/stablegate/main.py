@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from stablegate import migrations
+from stablegate import migrations, web
 from stablegate.chains import registry
 from stablegate.chains.registry import ChainConfig
 from stablegate.checkout.api import SecurityHeaders as CheckoutSecurityHeaders
@@ -52,6 +52,7 @@ Test keys see only test-mode objects and live keys only live ones.
 * Every `POST` accepts an `Idempotency-Key` header: the first response is stored for 24 h
   and replayed byte-for-byte for retries with the same key and parameters.
 * Lists are cursor-paginated (`limit`, `starting_after`, `ending_before`, `has_more`).
+* A query parameter a route does not declare, or one given twice, is a 400 naming it.
 * Every error is `{"error": {"type", "code", "message", "param", "request_id"}}`.
 """
 
@@ -59,7 +60,15 @@ Test keys see only test-mode objects and live keys only live ones.
 def create_app(settings: Settings, db: Database, chains: Sequence[ChainConfig] | None = None) -> FastAPI:
     """The app; `chains` overrides the configured ones (`stablegate dev` passes its local chain)."""
     app = FastAPI(
-        title="Stablegate API", version="2026-11-24", description=API_DESCRIPTION, docs_url="/docs", redoc_url=None
+        title="Stablegate API",
+        version="2026-11-24",
+        description=API_DESCRIPTION,
+        docs_url="/docs",
+        redoc_url=None,
+        # A trailing slash is a 404, not a 307 to the other spelling: a redirect would be
+        # stored under the request's Idempotency-Key, and the followed request refused.
+        redirect_slashes=False,
+        dependencies=[Depends(web.known_query)],
     )
     app.state.db = db
     app.state.settings = settings
@@ -158,6 +167,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Routing and body parsing, before any endpoint ran (ours raise StablegateError):
+        # the idempotency key is released, so the corrected request can use it.
+        request.state.release_idempotency = True
         if exc.status_code == 405:
             # RFC 9110: a 405 lists what is allowed.
             allowed = ", ".join(_allowed_methods(app, request))
@@ -170,6 +182,8 @@ def _add_error_handlers(app: FastAPI) -> None:
                 NotFound(f"Unrecognized request URL ({request.method} {request.url.path}).", code="url_not_found"),
                 request,
             )
+        if exc.status_code == 400:  # a body FastAPI could not parse (bad UTF-8, a number too long)
+            return _error(InvalidRequest(f"The request body could not be read: {exc.detail}.", param="body"), request)
         generic = InvalidRequest(str(exc.detail))
         generic.status_code = exc.status_code
         return _error(generic, request)

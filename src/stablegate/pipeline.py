@@ -244,6 +244,13 @@ def _idempotency_scope(
     raw = headers.get(idempotency.HEADER.lower())
     if raw is None or scope["method"] != "POST":
         return None
+    name = idempotency.HEADER.lower().encode("latin-1")
+    if sum(1 for k, _ in scope["headers"] if k.lower() == name) > 1:  # which one would be the key?
+        raise InvalidRequest(
+            f"Send one {idempotency.HEADER} header, not several.",
+            param=idempotency.HEADER,
+            code="invalid_idempotency_key",
+        )
     return idempotency.Scope(principal.merchant_id, principal.mode, idempotency.validate_key(raw))
 
 

@@ -4,9 +4,12 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import Depends, Query, Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from stablegate.errors import InvalidRequest
 from stablegate.kit.ids import id_pattern
 from stablegate.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
 from stablegate.merchants.service import Principal
@@ -55,6 +58,33 @@ def page_params(prefix: str) -> Callable[..., Awaitable[PageRequest]]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def known_query(request: Request) -> None:
+    """Every `/v1` route: a query parameter the route does not declare, or one given
+    twice, is a 400 naming it. Silently ignored, `created[gt]=…` (a typo of
+    `created[gte]`) would list everything, and `limit=1&limit=50` would mean whichever
+    the framework picked. Like any invalid parameter, it frees the Idempotency-Key."""
+    if not request.url.path.startswith("/v1/") or not request.query_params:
+        return
+    route = request.scope.get("route")
+    declared = _declared_query(route.dependant) if isinstance(route, APIRoute) else frozenset()
+    for name in request.query_params:
+        problem = None
+        if name not in declared:
+            problem = InvalidRequest(f"Received unknown parameter: {name}.", param=name, code="parameter_unknown")
+        elif len(request.query_params.getlist(name)) > 1:
+            problem = InvalidRequest(f"{name} was given more than once.", param=name, code="parameter_invalid")
+        if problem is not None:
+            request.state.release_idempotency = True
+            raise problem
+
+
+def _declared_query(dependant: Dependant) -> frozenset[str]:
+    names = {field.alias for field in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _declared_query(sub)
+    return frozenset(names)
 
 
 def model_response(model: BaseModel) -> Response:

@@ -92,6 +92,10 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str, str | None]] = [
     ("overlong id", "GET", "/v1/customers/" + "c" * 65, {}, 400, "parameter_invalid", "id"),
     ("unknown url", "GET", "/v1/nothing_here", {}, 404, "url_not_found", None),
     ("wrong method", "DELETE", "/v1/customers", {}, 405, "method_not_allowed", None),
+    # Query parameters a route does not declare, or gives twice, are refused, not ignored.
+    ("unknown filter", "GET", "/v1/payments?created[gt]=5", {}, 400, "parameter_unknown", "created[gt]"),
+    ("repeated limit", "GET", "/v1/customers?limit=1&limit=50", {}, 400, "parameter_invalid", "limit"),
+    ("query on a create", "POST", "/v1/customers?expand=x", {"json": {}}, 400, "parameter_unknown", "expand"),
 ]
 
 
@@ -166,3 +170,14 @@ def test_405_lists_every_allowed_method(api: ApiServer, tenant: Tenant) -> None:
     with api.client(tenant.test_key) as client:
         r = client.request("DELETE", "/v1/customers")
     assert r.headers["allow"] == "GET, POST"
+
+
+async def test_two_idempotency_keys_are_refused(api: ApiServer, db: Database, tenant: Tenant) -> None:
+    before = await snapshot(db, tenant.merchant_id)
+    with api.client(tenant.test_key) as client:
+        reply = client.post(
+            "/v1/customers", json={}, headers=[("Idempotency-Key", "first"), ("Idempotency-Key", "second")]
+        )
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["param"] == "Idempotency-Key"
+    assert await snapshot(db, tenant.merchant_id) == before

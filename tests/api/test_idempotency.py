@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
 from sqlalchemy import func, select, text
 
 from stablegate.customers.models import Customer
@@ -95,6 +96,31 @@ async def test_validation_error_releases_the_key(api: ApiServer, db: Database, t
         good = client.post("/v1/customers", json={"email": "fixed@example.com"}, headers={"Idempotency-Key": key})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "email"
     assert good.status_code == 200
+    assert await count_customers(db, tenant.merchant_id) == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "status", "param"),
+    [
+        ("/v1/customers/", b"{}", 404, None),  # a trailing slash: not a 307 to store and replay
+        ("/v1/custmers", b"{}", 404, None),  # a typo in the URL
+        ("/v1/customers", b'{"name": "\xff"}', 400, "body"),  # not UTF-8
+        ("/v1/customers", b'{"name": ' + b"1" * 5000 + b"}", 400, "body"),  # a number too long to parse
+    ],
+    ids=["trailing-slash", "unknown-url", "bad-utf8", "huge-number"],
+)
+async def test_a_request_no_endpoint_answered_frees_its_key(
+    api: ApiServer, db: Database, tenant: Tenant, path: str, content: bytes, status: int, param: str | None
+) -> None:
+    """Routing and body parsing fail before any endpoint runs: the corrected request
+    with the same key is served, not refused as a reuse."""
+    key = str(uuid.uuid4())
+    headers = {"Idempotency-Key": key, "content-type": "application/json"}
+    with api.client(tenant.test_key) as client:
+        bad = client.post(path, content=content, headers=headers)
+        good = client.post("/v1/customers", json={"name": "fixed"}, headers={"Idempotency-Key": key})
+    assert bad.status_code == status and bad.json()["error"]["param"] == param, bad.text
+    assert good.status_code == 200, good.text
     assert await count_customers(db, tenant.merchant_id) == 1
 
 

@@ -19,6 +19,13 @@ def test_ids_sort_by_time(a_ms: int, b_ms: int) -> None:
     assert is_valid_id(a, "cus") and not is_valid_id(a, "pay")
 
 
+def test_an_id_with_a_trailing_newline_is_not_an_id() -> None:
+    """`$` in a pattern also matches before a final newline: a cursor "pay_…\n" would
+    pass and repeat the item it names."""
+    value = new_id("pay")
+    assert is_valid_id(value, "pay") and not is_valid_id(value + "\n", "pay")
+
+
 def test_ids_are_unique_and_shaped() -> None:
     ids = {new_id("pay") for _ in range(10_000)}
     assert len(ids) == 10_000

@@ -4,6 +4,7 @@ retrieve, list with filters, cancel, isolation between merchants and modes, and 
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +177,13 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         "parameter_invalid",
     ),
     ("empty accepted", {"accepted": []}, "accepted", "parameter_invalid"),
-    ("no rate for the pair", {"currency": "JPY"}, "accepted[0][asset]", "rate_unknown"),
+    ("no rate for the pair", {"currency": "JPY"}, "currency", "rate_unknown"),
+    (
+        "no rate for a chosen option",
+        {"currency": "JPY", "accepted": [{"chain": "local", "asset": "USDC"}]},
+        "accepted[0][asset]",
+        "rate_unknown",
+    ),
     ("expiry too short", {"expires_in_s": 59}, "expires_in_s", "parameter_invalid"),
     ("expiry too long", {"expires_in_s": 7 * 24 * 3600 + 1}, "expires_in_s", "parameter_invalid"),
     ("metadata too large", {"metadata": {f"k{i}": "v" for i in range(51)}}, "metadata", "parameter_invalid"),
@@ -227,6 +234,18 @@ async def test_an_unreadable_rate_feed_is_a_503_whose_idempotency_key_stays_usab
         assert kept == 0
     finally:
         stop_server(server)
+
+
+def test_a_price_in_a_token_is_quoted_in_every_accepted_token(payments_api: ApiServer, tenant: Tenant) -> None:
+    """Priced in USDC, payable in USDC (as is) or DAI (DAI/USDC crossed through USD, both
+    pegged at 1 here, plus the spread): the merchant's default options all work."""
+    with payments_api.client(tenant.test_key) as client:
+        reply = client.post("/v1/payments", json={"amount": "10.00", "currency": "USDC"})
+    assert reply.status_code == 200, reply.text
+    options = {o["asset"]: o["quote"] for o in reply.json()["options"]}
+    assert set(options) == {"USDC", "DAI"}
+    assert (options["USDC"]["amount"], options["USDC"]["rate"]) == ("10.000000", "1")
+    assert options["DAI"]["rate"] == "1" and Decimal(options["DAI"]["amount"]) >= 10
 
 
 def test_a_live_key_cannot_use_a_test_chain(payments_api: ApiServer, tenant: Tenant) -> None:

@@ -18,6 +18,7 @@ from stablegate.pricing.rates import (
     DECIMALS,
     LATEST_ROUND_DATA,
     ChainlinkFeed,
+    Crossed,
     Rate,
     RateUnavailable,
     StaticRates,
@@ -36,6 +37,40 @@ async def test_static_rates_and_their_inverse() -> None:
     with pytest.raises(RateUnavailable) as err:
         await rates.rate("GBP", "USD")
     assert err.value.reason == "rate_unknown"
+
+
+class _Dated:
+    """Rates with their own times (a feed's), for the cross's dating."""
+
+    def __init__(self, rates: dict[tuple[str, str], tuple[Decimal, dt.datetime]]) -> None:
+        self._rates = rates
+
+    async def rate(self, base: str, quote: str) -> Rate:
+        if (base, quote) not in self._rates:
+            raise RateUnavailable("rate_unknown", f"{base}/{quote}")
+        value, as_of = self._rates[base, quote]
+        return Rate(base, quote, value, as_of, "t")
+
+
+async def test_a_pair_priced_in_a_token_crosses_through_usd() -> None:
+    """DAI/USDC is nobody's pair: DAI/USD ÷ USDC/USD, dated by the older leg (so a
+    stale leg makes the cross stale); a pair with no leg in USD stays unknown."""
+    old = NOW - dt.timedelta(hours=2)
+    legs = {("DAI", "USD"): (Decimal("0.999"), NOW), ("USDC", "USD"): (Decimal("0.9998"), old)}
+    crossed = Crossed(_Dated(legs))
+    rate = await crossed.rate("DAI", "USDC")
+    assert (rate.value, rate.as_of) == (Decimal("0.999") / Decimal("0.9998"), old)
+    assert (await crossed.rate("DAI", "USD")).value == Decimal("0.999")  # a quoted pair is served as is
+    with pytest.raises(RateUnavailable) as err:
+        checked(rate, max_age_s=3600, now=NOW)
+    assert err.value.reason == "rate_stale"
+    with pytest.raises(RateUnavailable) as err:
+        await crossed.rate("DAI", "JPY")
+    assert err.value.reason == "rate_unknown"
+    zero = Crossed(_Dated({("DAI", "USD"): (Decimal(1), NOW), ("USDC", "USD"): (Decimal(0), NOW)}))
+    with pytest.raises(RateUnavailable) as err:
+        await zero.rate("DAI", "USDC")
+    assert err.value.reason == "rate_invalid"
 
 
 def test_stale_and_invalid_rates_are_refused() -> None:

@@ -175,6 +175,8 @@ def test_destination_list_paginates_newest_first(api: ApiServer, tenant: Tenant,
         assert [d["id"] for d in rest["data"]] == [ids[0]] and rest["has_more"] is False
         back = client.get("/v1/payout_destinations", params={"limit": 2, "ending_before": ids[0]}).json()
         assert [d["id"] for d in back["data"]] == [ids[2], ids[1]] and back["has_more"] is True
+        between = client.get("/v1/payout_destinations", params={"starting_after": ids[3], "ending_before": ids[0]})
+        assert [d["id"] for d in between.json()["data"]] == [ids[2], ids[1]]  # strictly between, newest first
         bad = client.get("/v1/payout_destinations", params={"starting_after": "po_" + GHOST})
         assert error_of(bad)["param"] == "starting_after"
     for key in (other_tenant.test_key, tenant.live_key):

@@ -189,3 +189,18 @@ async def test_racing_refunds_of_one_payment_never_exceed_what_it_received(
 
     outcomes = await asyncio.gather(*(attempt() for _ in range(6)))
     assert sorted(outcomes) == ["amount_too_large"] * 4 + ["ok"] * 2
+
+
+@pytest.mark.parametrize(
+    ("chain", "asset", "param"),
+    [("base", None, "chain"), ("base", "USDC", "chain"), ("local", "DAI", "asset"), (None, "DAI", "asset")],
+)
+def test_a_refund_naming_what_the_payment_was_not_paid_in_names_that_parameter(
+    chain: str | None, asset: str | None, param: str
+) -> None:
+    received = [payments.Received(31337, "local", "USDC", "USDC.local", "0x" + "ab" * 20, 6, 5 * USDC)]
+    fields = {"payment": "pay_" + "0" * 26, "address": "0x" + "cd" * 20, "chain": chain, "asset": asset}
+    params = RefundCreate.model_validate({k: v for k, v in fields.items() if v is not None})
+    with pytest.raises(InvalidRequest) as refused:
+        service._refunded_token(received, params)
+    assert refused.value.param == param

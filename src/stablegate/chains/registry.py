@@ -32,7 +32,7 @@ class TokenConfig:
     asset: str  # the ledger's asset code, e.g. USDC.base
 
     def __post_init__(self) -> None:
-        assert ADDRESS.match(self.address), f"token address {self.address!r}"
+        assert ADDRESS.fullmatch(self.address), f"token address {self.address!r}"
         object.__setattr__(self, "address", self.address.lower())
         assert 0 <= self.decimals <= 36
 
@@ -84,7 +84,7 @@ class ChainConfig:
     operator: str | None = None
 
     def __post_init__(self) -> None:
-        if not CHAIN_NAME.match(self.name):
+        if not CHAIN_NAME.fullmatch(self.name):
             # The name is part of every asset code on the chain (USDC.<name>) and of the
             # ledger export's commodities, which cannot end in "-".
             raise ValueError(f"chain name {self.name!r}: 1-24 of a-z, 0-9 and '-', not first or last")
@@ -96,7 +96,7 @@ class ChainConfig:
         for name in _ADDRESS_FIELDS:
             value = getattr(self, name)
             if value is not None:
-                assert ADDRESS.match(value), f"{name} address {value!r}"
+                assert ADDRESS.fullmatch(value), f"{name} address {value!r}"
                 object.__setattr__(self, name, value.lower())
 
     def token(self, address: str) -> TokenConfig | None:

@@ -45,7 +45,7 @@ class Scope:
 
 
 def validate_key(raw: str) -> str:
-    if not _KEY_RE.match(raw):
+    if not _KEY_RE.fullmatch(raw):
         raise InvalidRequest(
             f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} visible ASCII characters (a UUID works).",
             param=HEADER,

@@ -73,7 +73,7 @@ def id_pattern(prefix: str) -> str:
 
 def is_valid_id(value: str, prefix: str) -> bool:
     head, sep, body = value.partition("_")
-    return sep == "_" and head == prefix and bool(_BODY_RE.match(body))
+    return sep == "_" and head == prefix and bool(_BODY_RE.fullmatch(body))  # `$` lets a final "\n" through
 
 
 def id_timestamp_ms(value: str) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar, TypeVarTuple
+from typing import Any, Generic, TypeVar, TypeVarTuple
 
 from sqlalchemy import Select
 from sqlalchemy.orm import InstrumentedAttribute
@@ -56,6 +56,19 @@ def apply(query: Select[*Ts], id_column: InstrumentedAttribute[str], page: PageR
             # Walk forwards from the cursor, then flip, so the page stays newest-first.
             return query.order_by(id_column.asc()).limit(page.limit + 1)
     return query.order_by(id_column.desc()).limit(page.limit + 1)
+
+
+def sql_window(page: PageRequest, args: list[Any], column: str = "id") -> tuple[list[str], str]:
+    """`apply` for raw SQL: the cursor conditions, their values appended to `args` as
+    `$n` parameters, and the ORDER BY direction. The caller selects `page.limit + 1`
+    rows and passes them to `finish`."""
+    clauses: list[str] = []
+    for cursor, operator in ((page.starting_after, "<"), (page.ending_before, ">")):
+        if cursor is not None:
+            args.append(cursor)
+            clauses.append(f"{column} {operator} ${len(args)}")
+    forwards = page.ending_before is not None and page.starting_after is None
+    return clauses, "ASC" if forwards else "DESC"
 
 
 def finish(rows: Sequence[T], page: PageRequest) -> Page[T]:

@@ -103,7 +103,7 @@ def literal_ip(host: str) -> IPAddress | None:
     except ValueError:
         pass
     dotless = bare.removesuffix(".")  # a fully qualified "127.0.0.1." is the same address
-    if NUMERIC_LABEL.match(dotless.rpartition(".")[2]):
+    if NUMERIC_LABEL.fullmatch(dotless.rpartition(".")[2]):
         try:  # inet_aton speaks the legacy forms: 2130706433, 0x7f000001, 0177.0.0.1, 127.1
             return ipaddress.IPv4Address(socket.inet_aton(dotless))
         except OSError:

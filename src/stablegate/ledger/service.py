@@ -102,11 +102,11 @@ async def define_asset(
 ) -> LedgerAsset:
     """Register an asset (idempotent). Fiat: ISO 4217 code. Token: `SYMBOL.chain`, with chain and contract."""
     kind = "fiat" if chain_id is None else "token"
-    if kind == "fiat" and not _FIAT_CODE.match(code):
+    if kind == "fiat" and not _FIAT_CODE.fullmatch(code):
         raise LedgerError("A fiat asset code is three capital letters (ISO 4217).", param="code")
     if kind == "fiat" and contract is not None:
         raise LedgerError("A fiat asset has no contract (a token names its chain).", param="contract")
-    if kind == "token" and (not _TOKEN_CODE.match(code) or not contract):
+    if kind == "token" and (not _TOKEN_CODE.fullmatch(code) or not contract):
         raise LedgerError("A token asset is SYMBOL.chain with a contract address.", param="code")
     if type(scale) is not int or not 0 <= scale <= 36:
         raise LedgerError("scale must be 0 to 36.", param="scale")

@@ -18,6 +18,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stablegate.db import driver_fetchrow, driver_in_transaction
+from stablegate.kit import pagination
 from stablegate.kit.pagination import Page, PageRequest
 from stablegate.observability import tracing
 
@@ -144,23 +145,15 @@ async def list_page(
         "reference": "reference = ${}",
         "created_gte": "created_at >= ${}",
         "created_lt": "created_at < ${}",
-        "starting_after": "id < ${}",
-        "ending_before": "id > ${}",
     }
-    values = filters | {"starting_after": page.starting_after, "ending_before": page.ending_before}
     for name, condition in conditions.items():
-        if values.get(name) is not None:
-            args.append(values[name])
+        if filters.get(name) is not None:
+            args.append(filters[name])
             where.append(condition.format(len(args)))
-    forwards = page.ending_before is not None and page.starting_after is None
-    order = "ASC" if forwards else "DESC"
-    limit = page.limit + 1
-    sql = f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE {' AND '.join(where)} ORDER BY id {order} LIMIT {limit}"
-    rows = await _fetch(session, sql, *args)
-    items = rows[: page.limit]
-    if forwards:
-        items.reverse()
-    return Page(data=items, has_more=len(rows) > page.limit)
+    cursor, order = pagination.sql_window(page, args)
+    conditions_sql = " AND ".join(where + cursor)
+    sql = f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE {conditions_sql} ORDER BY id {order} LIMIT {page.limit + 1}"
+    return pagination.finish(await _fetch(session, sql, *args), page)
 
 
 # --- the chain-event path --------------------------------------------------------------

@@ -41,7 +41,16 @@ from stablegate.payments.state import (
 )
 from stablegate.pricing import quotes
 from stablegate.pricing.fees import FeeSchedule, fee
-from stablegate.pricing.rates import ChainlinkFeed, Rate, RateProvider, RateUnavailable, Routed, StaticRates, checked
+from stablegate.pricing.rates import (
+    ChainlinkFeed,
+    Crossed,
+    Rate,
+    RateProvider,
+    RateUnavailable,
+    Routed,
+    StaticRates,
+    checked,
+)
 from stablegate.rails import service as rails
 from stablegate.rails.service import IntentTerms
 from stablegate.webhooks import service as webhooks
@@ -94,7 +103,7 @@ def rate_provider(settings: Settings, chains: Sequence[ChainConfig]) -> RateProv
     static = StaticRates(parse_rates(settings.fx_rates))
     feeds = parse_feeds(settings.fx_feeds)
     if not feeds:
-        return static
+        return Crossed(static)
     by_name = {c.name: c for c in chains}
     clients: dict[str, RpcClient] = {}
     routes: dict[tuple[str, str], RateProvider] = {}
@@ -105,7 +114,7 @@ def rate_provider(settings: Settings, chains: Sequence[ChainConfig]) -> RateProv
         if chain_name not in clients:
             clients[chain_name] = RpcClient(chain.name, chain.rpc_urls)
         routes[base, quote] = ChainlinkFeed(clients[chain_name], address, base, quote)
-    return Routed(routes, static)
+    return Crossed(Routed(routes, static))
 
 
 def parse_feeds(text: str) -> dict[tuple[str, str], tuple[str, str]]:
@@ -115,7 +124,7 @@ def parse_feeds(text: str) -> dict[tuple[str, str], tuple[str, str]]:
         pair, _, where = item.partition("@")
         base, _, quote = pair.partition("/")
         chain, _, address = where.partition(":")
-        if not (base and quote and chain and ADDRESS.match(address)):
+        if not (base and quote and chain and ADDRESS.fullmatch(address)):
             raise ValueError(f"STABLEGATE_FX_FEEDS: {item!r} is not BASE/QUOTE@chain:0xaddress")
         feeds[base.strip(), quote.strip()] = (chain.strip(), address.lower())
     return feeds
@@ -153,7 +162,8 @@ async def create(session: AsyncSession, principal: Principal, params: PaymentCre
     quote_ttl_s = min(ctx.quote_ttl_s, params.expires_in_s)
     options = []
     for position, choice in enumerate(choices):
-        rate = await _rate(ctx, choice.token.symbol, params.currency, now, f"accepted[{position}][asset]")
+        param = f"accepted[{position}][asset]"
+        rate = await _rate(ctx, choice.token.symbol, params.currency, now, param, defaults=not params.accepted)
         quote = quotes.quote(amount, scale, rate, spread_bps, choice.token.decimals, quote_ttl_s, now)
         options.append(_option(payment_id, position, choice, quote, rate, schedules, ctx))
     await _instructions(session, payment_id, choices, options, schedules, ctx)
@@ -256,7 +266,10 @@ def _choices(principal: Principal, params: PaymentCreate, ctx: Context, accepted
     return choices
 
 
-async def _rate(ctx: Context, token: str, currency: str, now: dt.datetime, param: str) -> Rate:
+async def _rate(ctx: Context, token: str, currency: str, now: dt.datetime, param: str, defaults: bool) -> Rate:
+    """The checked rate for an option (`param` names it). With the merchant's default
+    options (`defaults`), a pair no rate serves is the price's `currency`'s fault: the
+    client never named the option."""
     if token == currency:
         return Rate(token, currency, Decimal(1), now, "identity")
     try:
@@ -266,7 +279,8 @@ async def _rate(ctx: Context, token: str, currency: str, now: dt.datetime, param
         if exc.reason == "rate_unavailable":  # the source is down: retry later, not fix the request
             log.warning("payments.rate_unavailable", pair=f"{token}/{currency}", detail=str(exc))
             raise ServiceUnavailable(message, param=param, code=exc.reason, headers={"Retry-After": "5"}) from None
-        raise InvalidRequest(message, param=param, code=exc.reason) from None
+        unknown_currency = defaults and exc.reason == "rate_unknown"
+        raise InvalidRequest(message, param="currency" if unknown_currency else param, code=exc.reason) from None
 
 
 def fee_schedule(schedules: Sequence[Any], rail: str, asset: str, default_bps: int) -> FeeSchedule:

@@ -2,7 +2,8 @@
 the time the rate was true; a rate older than its maximum age is refused, never used.
 
 Two providers: `StaticRates` (configuration: fixed pegs, tests) and `ChainlinkFeed`
-(an AggregatorV3-style feed contract read over JSON-RPC; on anvil our MockPriceFeed).
+(an AggregatorV3-style feed contract read over JSON-RPC; on anvil our MockPriceFeed);
+`Routed` picks one per pair and `Crossed` derives a pair through USD.
 """
 
 from __future__ import annotations
@@ -77,6 +78,30 @@ class StaticRates:
         if (quote, base) in self._rates:
             return Rate(base, quote, 1 / self._rates[quote, base], now, "static")
         raise RateUnavailable("rate_unknown", f"no configured rate for {base}/{quote}")
+
+
+class Crossed:
+    """A pair no provider quotes, through a pivot that both sides are quoted in:
+    DAI/USDC = DAI/USD ÷ USDC/USD (a payment priced in one token, paid in another). Dated
+    by its older leg, so the maximum age applies to the cross as to any rate."""
+
+    def __init__(self, inner: RateProvider, pivot: str = "USD") -> None:
+        self._inner = inner
+        self._pivot = pivot
+
+    async def rate(self, base: str, quote: str) -> Rate:
+        try:
+            return await self._inner.rate(base, quote)
+        except RateUnavailable as exc:
+            if exc.reason != "rate_unknown" or self._pivot in (base, quote):
+                raise
+        first = await self._inner.rate(base, self._pivot)
+        second = await self._inner.rate(quote, self._pivot)
+        for leg in (first, second):
+            if leg.value <= 0:
+                raise RateUnavailable("rate_invalid", f"{leg.base}/{leg.quote} = {leg.value} from {leg.source}")
+        source = f"cross:{first.source},{second.source}"
+        return Rate(base, quote, first.value / second.value, min(first.as_of, second.as_of), source)
 
 
 class ChainlinkFeed:

@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stablegate.db import driver_in_transaction
+from stablegate.kit import pagination
 from stablegate.kit.pagination import Page, PageRequest
 from stablegate.observability import tracing
 
@@ -369,24 +370,13 @@ async def _page(
             assert column.isidentifier()
             args.append(value)
             clauses.append(f"{column} = ${len(args)}")
-    if page.starting_after is not None:
-        args.append(page.starting_after)
-        clauses.append(f"id < ${len(args)}")
-    elif page.ending_before is not None:
-        args.append(page.ending_before)
-        clauses.append(f"id > ${len(args)}")
-    order = "ASC" if page.ending_before is not None else "DESC"
+    cursor, order = pagination.sql_window(page, args)
     args.append(page.limit + 1)
+    where = " AND ".join(clauses + cursor)
     rows = await _fetch(
-        session,
-        f"SELECT {columns} FROM {table} WHERE {' AND '.join(clauses)} ORDER BY id {order} LIMIT ${len(args)}",
-        *args,
+        session, f"SELECT {columns} FROM {table} WHERE {where} ORDER BY id {order} LIMIT ${len(args)}", *args
     )
-    has_more = len(rows) > page.limit
-    rows = rows[: page.limit]
-    if page.ending_before is not None:
-        rows.reverse()
-    return Page(data=rows, has_more=has_more)
+    return pagination.finish(rows, page)
 
 
 # --- settlement ------------------------------------------------------------------------

@@ -377,7 +377,10 @@ def _refunded_token(received: Sequence[payments.Received], params: RefundCreate)
         if (params.chain is None or r.chain == params.chain) and (params.asset is None or r.symbol == params.asset)
     ]
     if not matching:
-        raise InvalidRequest("The payment received nothing in that chain and asset.", param="asset")
+        on_chain = params.chain is None or any(r.chain == params.chain for r in received)
+        raise InvalidRequest(
+            "The payment received nothing in that chain and asset.", param="asset" if on_chain else "chain"
+        )
     if len(matching) > 1:
         raise InvalidRequest(
             "The payment was paid in several tokens: name the chain and asset to refund.", param="asset"
