@@ -358,8 +358,12 @@ def test_the_watermark_stops_at_a_stuck_head() -> None:
     assert watermark(base, now, fresh_tip_s) == now
     stuck_tip_s = int(now.timestamp()) - 600
     assert watermark(base, now, stuck_tip_s) == now - dt.timedelta(seconds=570)
-    assert watermark(base, now, None) == now  # no stored tip: nothing to judge by
+    assert watermark(base, now, None) is None  # no stored tip: nothing to judge by, nothing claimed
     assert watermark(registry.PRESETS["local"], now, stuck_tip_s) == now  # blocks on demand
+    # A stuck provider hides at most the gap, which the payments expiry grace covers.
+    assert all((c.max_block_interval_s or 0) <= registry.MAX_BLOCK_INTERVAL_S for c in registry.PRESETS.values())
+    with pytest.raises(AssertionError):
+        replace(base, max_block_interval_s=registry.MAX_BLOCK_INTERVAL_S + 1)
 
 
 async def test_a_follower_on_a_stuck_chain_vouches_only_to_the_tip_plus_its_gap(

@@ -67,6 +67,11 @@ async def test_a_pair_priced_in_a_token_crosses_through_usd() -> None:
     with pytest.raises(RateUnavailable) as err:
         await crossed.rate("DAI", "JPY")
     assert err.value.reason == "rate_unknown"
+    ahead = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)  # a wrong feed: dated an hour ahead
+    future = Crossed(_Dated({("DAI", "USD"): (Decimal(1), NOW), ("USDC", "USD"): (Decimal(1), ahead)}))
+    with pytest.raises(RateUnavailable) as err:
+        await future.rate("DAI", "USDC")  # not hidden behind the older leg's date
+    assert err.value.reason == "rate_invalid"
     zero = Crossed(_Dated({("DAI", "USD"): (Decimal(1), NOW), ("USDC", "USD"): (Decimal(0), NOW)}))
     with pytest.raises(RateUnavailable) as err:
         await zero.rate("DAI", "USDC")

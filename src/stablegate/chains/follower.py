@@ -39,13 +39,16 @@ STANDBY_POLL_S = 2.0
 LOCK_NAMESPACE = 0x5347_4346 << 32  # "SGCF": the follower's advisory locks, one per chain id
 
 
-def watermark(chain: ChainConfig, head_read_at: dt.datetime, tip_timestamp_s: int | None) -> dt.datetime:
+def watermark(chain: ChainConfig, head_read_at: dt.datetime, tip_timestamp_s: int | None) -> dt.datetime | None:
     """What the follower at the head may claim as seen: every block mined before the head
     was read. On a chain with steady blocks a tip older than `max_block_interval_s`
     means every provider is stuck (a stalled node still answers with its old head), so
-    the claim stops at the tip's time plus that interval until blocks come again."""
-    if chain.max_block_interval_s is None or tip_timestamp_s is None:
+    the claim stops at the tip's time plus that interval until blocks come again; with
+    the tip's time unknown there, nothing is claimed (None)."""
+    if chain.max_block_interval_s is None:
         return head_read_at
+    if tip_timestamp_s is None:
+        return None
     stuck_after = dt.datetime.fromtimestamp(tip_timestamp_s + chain.max_block_interval_s, dt.UTC)
     return min(head_read_at, stuck_after)
 
@@ -199,6 +202,8 @@ class Follower:
         async with self._transaction() as session:
             tip_timestamp_s = await repository.block_timestamp_s(session, self.chain.chain_id, tip)
             synced_at = watermark(self.chain, head_read_at, tip_timestamp_s)
+            if synced_at is None:
+                return
             await repository.mark_synced(session, self.chain.chain_id, synced_at)
         metrics.CHAIN_SYNCED_AT.labels(self.chain.name).set(synced_at.timestamp())
 

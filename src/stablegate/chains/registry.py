@@ -48,6 +48,10 @@ _ADDRESS_FIELDS = (
 )
 
 
+# The most time the follower's watermark may vouch for past a stuck tip; the payments
+# expiry grace (EXPIRY_GRACE_S) is at least this, so no payment expires on unseen blocks.
+MAX_BLOCK_INTERVAL_S = 30
+
 CHAIN_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,22}[a-z0-9])?$")
 
 
@@ -71,6 +75,9 @@ class ChainConfig:
     # The longest gap between blocks on a healthy chain; a head older than this means the
     # providers are stuck, and the follower stops vouching for time past it (follower.
     # watermark, the payments expiry job). None: blocks come only on demand (a dev chain).
+    # At most MAX_BLOCK_INTERVAL_S: a stuck provider may hide that much time, which the
+    # payments expiry grace must cover. Too small only delays expiries (a slow block
+    # looks stuck for a moment); too large would expire payments on unseen money.
     max_block_interval_s: int | None = None
     # Where router payments go (the platform's collection wallet and fee wallet). Deposit
     # addresses forward to the factory's treasury, set when it was deployed.
@@ -92,7 +99,7 @@ class ChainConfig:
         assert self.finality == "finalized" or (self.confirmations is not None and self.confirmations >= 1)
         assert 1 <= self.max_range_blocks <= MAX_RANGE_BLOCKS
         assert self.poll_interval_ms >= 10
-        assert self.max_block_interval_s is None or self.max_block_interval_s >= 1
+        assert self.max_block_interval_s is None or 1 <= self.max_block_interval_s <= MAX_BLOCK_INTERVAL_S
         for name in _ADDRESS_FIELDS:
             value = getattr(self, name)
             if value is not None:
@@ -124,7 +131,7 @@ PRESETS: dict[str, ChainConfig] = {
         "ethereum",
         1,
         livemode=True,
-        max_block_interval_s=60,
+        max_block_interval_s=30,
         confirmations=12,
         poll_interval_ms=4_000,
         max_range_blocks=1_000,
@@ -159,7 +166,7 @@ PRESETS: dict[str, ChainConfig] = {
         "arbitrum",
         42161,
         livemode=True,
-        max_block_interval_s=60,
+        max_block_interval_s=30,
         confirmations=20,
         poll_interval_ms=1_000,
         max_range_blocks=5_000,

@@ -232,7 +232,7 @@ def pinned_client(
     # httpx (0.28) takes no network backend: its pool is replaced by one with ours and the
     # same limits (tests/kit/test_ssrf.py checks that connections go where they should).
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=verify or httpx.create_ssl_context(trust_env=False),
+        ssl_context=verify or httpx.create_ssl_context(),  # SSL_CERT_FILE/DIR honoured, as httpx does
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,

@@ -20,7 +20,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stablegate.chains import service as chains
-from stablegate.chains.registry import ADDRESS, ChainConfig, TokenConfig
+from stablegate.chains.registry import ADDRESS, MAX_BLOCK_INTERVAL_S, ChainConfig, TokenConfig
 from stablegate.chains.rpc import RpcClient
 from stablegate.config import Settings
 from stablegate.errors import InvalidRequest, NotFound, ServiceUnavailable
@@ -83,6 +83,9 @@ class Context:
 
     @classmethod
     def from_settings(cls, settings: Settings, chains: Sequence[ChainConfig]) -> Context:
+        # The follower's watermark may hide up to a chain's max_block_interval_s behind a
+        # stuck provider; the expiry grace has to cover it (chains/registry.py bounds it).
+        assert EXPIRY_GRACE_S >= MAX_BLOCK_INTERVAL_S
         return cls(
             chains=tuple(chains),
             rates=rate_provider(settings, chains),

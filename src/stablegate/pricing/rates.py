@@ -97,9 +97,12 @@ class Crossed:
                 raise
         first = await self._inner.rate(base, self._pivot)
         second = await self._inner.rate(quote, self._pivot)
+        now = dt.datetime.now(dt.UTC)
         for leg in (first, second):
             if leg.value <= 0:
                 raise RateUnavailable("rate_invalid", f"{leg.base}/{leg.quote} = {leg.value} from {leg.source}")
+            if (leg.as_of - now).total_seconds() > MAX_FUTURE_S:  # the cross is dated by the older leg
+                raise RateUnavailable("rate_invalid", f"{leg.base}/{leg.quote} is dated in the future")
         source = f"cross:{first.source},{second.source}"
         return Rate(base, quote, first.value / second.value, min(first.as_of, second.as_of), source)
 
