@@ -227,6 +227,8 @@ BAD_FIELDS: list[tuple[str, Callable[[Book], Transfer], str]] = [
     ("id not a string", lambda b: _plain(b, id=7), "id"),
     ("NUL in the id", lambda b: _plain(b, id="a\x00b"), "id"),
     ("NUL in metadata", lambda b: _plain(b, metadata={"note": "a\x00b"}), "metadata"),
+    ("asset not text", lambda b: _plain(b, asset=10), "asset"),  # was a driver DataError (a 500)
+    ("the expiry job's id", lambda b: _plain(b, id=f"expire:pending-{b.cash.id}"), "id"),
     ("void of part", lambda b: Transfer(id="x", kind="void", pending_id=f"seed-{b.cash.id}", amount=30), "amount"),
     (
         "post to other accounts",
@@ -288,6 +290,18 @@ async def test_assets_are_refused_clearly(db: Database) -> None:
             (dict(code="CHF", scale=2, contract=contract), "contract", "invalid_request"),
             (dict(code="TOK.chain-", scale=6, chain_id=7, contract="0x" + "cd" * 20), "code", "invalid_request"),
             (dict(code="TOK.-chain", scale=6, chain_id=7, contract="0x" + "cd" * 20), "code", "invalid_request"),
+            # The same contract in other letters is the same contract; a non-address is refused.
+            (
+                dict(
+                    code="TOK3.chain-a",
+                    scale=6,
+                    chain_id=7,
+                    contract="0x" + "AB" * 20,  # the same contract in capitals
+                ),
+                "contract",
+                "asset_exists",
+            ),
+            (dict(code="TOK4.chain-a", scale=6, chain_id=7, contract="not an address"), "contract", "invalid_request"),
         ]
         for kwargs, param, code in cases:
             with pytest.raises(StablegateError) as err:
@@ -444,6 +458,21 @@ async def test_a_pending_that_cannot_expire_does_not_hold_up_the_others(db: Data
         assert (await ledger.balance(session, book.merchant.id)).debits_pending == 0  # expired
         assert (await ledger.balance(session, book.fees.id)).credits_pending == 5  # stuck, reported
     assert metrics.LEDGER_EXPIRIES_REFUSED._value.get() >= refused_before + 1
+
+
+async def test_a_pending_with_the_longest_id_expires(db: Database, book: Book) -> None:
+    """The expiry's own transfer id is derived from the pending's (a hash), so it fits
+    the id column for any pending id; "expire:" + a 128-character id did not, and such a
+    pending stayed reserved for ever."""
+    k = str(book.cash.id)
+    await post(db, pay(book, f"long-fund-{k}", 100))
+    long_id = (f"long-{k}-" + "x" * ledger.MAX_TRANSFER_ID_CHARS)[: ledger.MAX_TRANSFER_ID_CHARS]
+    await post(db, hold(book, long_id, 40, timeout_s=1))
+    await asyncio.sleep(1.1)
+    async with db.session() as session:
+        await ledger.expire_pending(session)
+    async with db.session() as session:
+        assert (await ledger.balance(session, book.merchant.id)).debits_pending == 0
 
 
 async def test_credits_must_not_exceed_debits(db: Database, book: Book) -> None:

@@ -7,6 +7,7 @@ batch, all or nothing, idempotent per transfer id.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -43,6 +44,12 @@ _FIAT_CODE = re.compile(r"^[A-Z]{3}$")
 # The chain slug neither starts nor ends with "-": beancount (the export) cannot parse a
 # commodity that ends in one.
 _TOKEN_CODE = re.compile(r"^[A-Z][A-Z0-9]{1,11}\.[a-z0-9](?:[a-z0-9-]{0,22}[a-z0-9])?$")
+
+# The expiry job's transfer ids: "expire:" and the pending id's SHA-256, so they fit the
+# id column whatever the pending's length, and a prefix clients may not use, so no client
+# transfer can take one first (either made a timed-out pending unexpirable, for ever).
+EXPIRE_ID_PREFIX = "expire:"
+_CONTRACT = re.compile(r"^0x[0-9a-f]{40}$")
 
 Kind = Literal["posted", "pending", "post", "void"]
 
@@ -108,6 +115,11 @@ async def define_asset(
         raise LedgerError("A fiat asset has no contract (a token names its chain).", param="contract")
     if kind == "token" and (not _TOKEN_CODE.fullmatch(code) or not contract):
         raise LedgerError("A token asset is SYMBOL.chain with a contract address.", param="code")
+    if contract is not None:
+        # One spelling per contract, so the uniqueness of (chain, contract) holds for it.
+        contract = contract.lower() if type(contract) is str else contract
+        if type(contract) is not str or not _CONTRACT.fullmatch(contract):
+            raise LedgerError("contract is a 0x-prefixed 20-byte hex address.", param="contract")
     if type(scale) is not int or not 0 <= scale <= 36:
         raise LedgerError("scale must be 0 to 36.", param="scale")
     values = {"code": code, "kind": kind, "scale": scale, "chain_id": chain_id, "contract": contract}
@@ -303,9 +315,13 @@ def _validate(transfer: Transfer, public_id: str) -> dict[str, Any]:
     id_, debit, credit, asset, amount, kind, pending_id, timeout_s, code, metadata = transfer
     if type(id_) is not str or not 1 <= len(id_) <= MAX_TRANSFER_ID_CHARS or "\x00" in id_:
         raise LedgerError(f"A transfer id is 1 to {MAX_TRANSFER_ID_CHARS} characters, no NUL.", param="id")
+    if id_.startswith(EXPIRE_ID_PREFIX):
+        raise LedgerError(f"Transfer ids starting {EXPIRE_ID_PREFIX!r} are the expiry job's.", param="id")
     if kind == "posted" or kind == "pending":
         if debit is None or credit is None or asset is None:
             raise LedgerError("A transfer names its debit and credit accounts and asset.", param="debit_account")
+        if type(asset) is not str:
+            raise LedgerError("asset is an asset code (text).", param="asset")
         _check_account(debit, "debit_account")
         _check_account(credit, "credit_account")
         if debit == credit:
@@ -480,7 +496,8 @@ async def _expire(session: AsyncSession, pending_ids: Sequence[str]) -> int:
 
 
 def _expire_spec(pending_id: str) -> dict[str, Any]:
-    return {"id": f"expire:{pending_id}", "kind": "expire", "pending_id": pending_id, "code": 0, "metadata": {}}
+    id_ = EXPIRE_ID_PREFIX + hashlib.sha256(pending_id.encode()).hexdigest()
+    return {"id": id_, "kind": "expire", "pending_id": pending_id, "code": 0, "metadata": {}}
 
 
 @dataclass(frozen=True)
