@@ -81,7 +81,11 @@ async def known_query(request: Request) -> None:
 
 
 def _declared_query(dependant: Dependant) -> frozenset[str]:
-    names = {field.alias for field in dependant.query_params}
+    # The name a client sends: a string validation alias wins over the alias, as in FastAPI.
+    names = {
+        field.validation_alias if isinstance(field.validation_alias, str) else field.alias
+        for field in dependant.query_params
+    }
     for sub in dependant.dependencies:
         names |= _declared_query(sub)
     return frozenset(names)

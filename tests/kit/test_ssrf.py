@@ -316,3 +316,9 @@ async def test_international_and_fully_qualified_names_travel_as_dns_has_them(
         for destination in (idn, dotted):
             assert (await ssrf.pinned_request(client, "POST", destination, content=b"{}")).status_code == 204
     assert listener[1:] == [f"xn--bcher-kva.test:{port}", f"hooks.test:{port}"]
+
+
+@pytest.mark.parametrize("entry", ["localhost", "LOCALHOST", "localhost."])
+async def test_allow_list_names_match_in_the_form_urls_are_checked_in(entry: str) -> None:
+    destination = await ssrf.check_url("http://localhost./hook", allow=[entry])
+    assert (destination.host, str(destination.ip)) == ("localhost", "127.0.0.1")
