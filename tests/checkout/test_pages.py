@@ -379,6 +379,10 @@ async def test_late_money_does_not_count_as_paid_towards_completion(
     state = status_of(api, payment)
     assert (state["status"], state["paid"], state["late"]) == ("processing", "exact", True)
     assert {o["missing"] for o in state["options"]} == {"15.00"}
+    # Nothing on time is on its way: the page says the money came late, asks for nothing.
+    assert state["state"] == "late"
+    page = Page(get(api, page_path(payment)).text)
+    assert "hidden" in page.by_id("pay-area")
 
 
 async def test_status_when_expired_part_paid(

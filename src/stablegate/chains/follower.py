@@ -205,7 +205,12 @@ class Follower:
             if synced_at is None:
                 return
             await repository.mark_synced(session, self.chain.chain_id, synced_at)
-        metrics.CHAIN_SYNCED_AT.labels(self.chain.name).set(synced_at.timestamp())
+        self._report_synced(synced_at)
+
+    def _report_synced(self, synced_at: dt.datetime | None) -> None:
+        """The committed watermark, for `time() - stablegate_chain_synced_timestamp_seconds`."""
+        if synced_at is not None:
+            metrics.CHAIN_SYNCED_AT.labels(self.chain.name).set(synced_at.timestamp())
 
     async def _ingest(self, cursor: Cursor, first: int, last: int, head: int, head_read_at: dt.datetime) -> int:
         read = await self._read_range(first, last)
@@ -219,8 +224,7 @@ class Follower:
         # Synced only by a range that reaches the head read at `head_read_at`.
         synced_at = watermark(self.chain, head_read_at, read.blocks[-1].timestamp_s) if last == head else None
         await self._commit(read, confirmed_through, synced_at)
-        if synced_at is not None:
-            metrics.CHAIN_SYNCED_AT.labels(self.chain.name).set(synced_at.timestamp())
+        self._report_synced(synced_at)
         return len(read.blocks)
 
     async def _read_range(self, first: int, last: int) -> _Range:

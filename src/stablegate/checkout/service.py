@@ -58,7 +58,9 @@ def now_s() -> int:
 
 def state(p: Payment) -> State:
     """What the page shows. Seen money wins over "underpaid": while a top-up confirms, the
-    payer should wait, not send more."""
+    payer should wait, not send more. Only on-time money counts towards completing an
+    open payment: one holding late money with nothing on time on its way can only close
+    as it is, so the page says the money came late rather than asking for more."""
     if p.status == "succeeded":
         return "paid"
     if p.status in ("expired", "canceled"):
@@ -67,10 +69,13 @@ def state(p: Payment) -> State:
         if p.status == "expired" and p.paid == "underpaid":
             return "expired_underpaid"  # part arrived in time: not "start again" (pay it all twice)
         return "expired" if p.status == "expired" else "canceled"
-    if any(r.status == "seen" for r in p.receipts):
+    on_time = [r for r in p.receipts if not r.late]
+    if any(r.status == "seen" for r in on_time):
         return "seen"
-    if p.paid == "underpaid":
-        return "underpaid"
+    if p.late:
+        return "late"
+    if any(r.status == "confirmed" for r in on_time):
+        return "underpaid"  # open, so short of the quote
     return "waiting"
 
 

@@ -52,7 +52,8 @@ async def cancel_payment(id: PaymentId, session: SessionDep, principal: Writer) 
 
 @router.post("/{id}/accept", response_model=Payment, responses=error_responses(404))
 async def accept_late_payment(id: PaymentId, session: SessionDep, principal: Writer) -> Payment:
-    """Keep money that arrived after the payment expired or was canceled (`late`): the
+    """Keep late money (`late`: mined after the payment's expiry, or arrived once it had
+    expired or been canceled, possibly while on-time money still confirms): the
     alternative to refunding it. Sets `late_accepted_at` and sends `payment.late_accepted`;
     accepting again changes nothing. Only a late payment can be accepted."""
     return await service.accept_late(session, principal, id)

@@ -250,21 +250,21 @@ async def update_state(session: AsyncSession, payment_id: str, v: dict[str, Any]
     return row
 
 
-def _followed_past_expiry(grace: str, waited_out: str, except_chain: str) -> str:
+def _followed_past_expiry(grace: str, waited_out_at: str, except_chain: str) -> str:
     """SQL over payment `p`: every chain it accepts (but `except_chain`) had its follower
     at the head `grace` or more past p's expiry (chain_cursors.synced_at, design 0004), so
     money mined there before the expiry has been seen; or p expired at or before
-    `waited_out`, a follower down that long holding it no longer. A read of the chains'
+    `waited_out_at`, a follower down that long holding it no longer. A read of the chains'
     table: the follower commits the watermark with the receipts it found, so one snapshot
     sees both or neither."""
-    return f"""(p.expires_at <= {waited_out} OR NOT EXISTS (
+    return f"""(p.expires_at <= {waited_out_at} OR NOT EXISTS (
         SELECT 1 FROM payment_options o LEFT JOIN chain_cursors c ON c.chain_id = o.chain_id
         WHERE o.payment_id = p.id AND o.chain_id IS DISTINCT FROM {except_chain}
           AND (c.synced_at IS NULL OR c.synced_at < p.expires_at + {grace})))"""
 
 
 async def due_to_expire(
-    session: AsyncSession, now: dt.datetime, grace: dt.timedelta, waited_out: dt.datetime, limit: int
+    session: AsyncSession, now: dt.datetime, grace: dt.timedelta, waited_out_at: dt.datetime, limit: int
 ) -> list[Row]:
     """Open payments that expired `grace` or more before `now`, locked (others' locks
     are skipped, not waited on): unpaid ones, and underpaid ones with no on-time money
@@ -281,14 +281,14 @@ async def due_to_expire(
       AND {_followed_past_expiry("$4::interval", "$3", "NULL")}
     ORDER BY p.expires_at LIMIT $2 FOR UPDATE OF p SKIP LOCKED
     """
-    return await _fetch(session, sql, now - grace, limit, waited_out, grace)
+    return await _fetch(session, sql, now - grace, limit, waited_out_at, grace)
 
 
 async def followed_past_expiry(
     session: AsyncSession,
     payment_ids: Sequence[str],
     grace: dt.timedelta,
-    waited_out: dt.datetime,
+    waited_out_at: dt.datetime,
     except_chain: int | None = None,
 ) -> set[str]:
     """Those of `payment_ids` whose chains (but `except_chain`) were followed past their
@@ -298,7 +298,7 @@ async def followed_past_expiry(
     SELECT p.id FROM payments p
     WHERE p.id = ANY($1) AND {_followed_past_expiry("$2::interval", "$3", "$4::bigint")}
     """
-    rows = await _fetch(session, sql, list(payment_ids), grace, waited_out, except_chain)
+    rows = await _fetch(session, sql, list(payment_ids), grace, waited_out_at, except_chain)
     return {r["id"] for r in rows}
 
 

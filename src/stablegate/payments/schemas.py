@@ -144,11 +144,11 @@ class Payment(BaseModel):
     livemode: bool
     status: Literal["requires_payment", "processing", "succeeded", "expired", "canceled"]
     paid: Literal["none", "underpaid", "exact", "overpaid"] = Field(
-        description="What confirmed payments add up to, against the quote."
+        description="What confirmed payments add up to, against the quote (late money included)."
     )
     late: bool = Field(
-        description="Money was mined after the payment's expiry or arrived once it was canceled: accept it "
-        "(`POST …/accept`) or refund it."
+        description="Money was mined after the payment's expiry, or arrived once it had expired or been "
+        "canceled: accept it (`POST …/accept`) or refund it."
     )
     late_accepted_at: int | None = Field(
         description="When you accepted the late money (unix seconds); null while undecided or not late."

@@ -65,6 +65,9 @@ EXPIRE_BATCH = 100
 # seconds (propagation); the follower's own lag is measured, not guessed (synced_at).
 EXPIRY_GRACE_S = 30
 EXPIRY_MAX_WAIT_S = 3600  # a chain's follower down this long no longer holds payments open
+# The follower's watermark may hide up to a chain's max_block_interval_s behind a stuck
+# provider; the grace has to cover it (chains/registry.py bounds it).
+assert EXPIRY_GRACE_S >= MAX_BLOCK_INTERVAL_S
 # ISO 4217 minor units of the fiat currencies we price in; tokens use their decimals.
 FIAT_SCALES = {"USD": 2, "EUR": 2, "GBP": 2, "CHF": 2, "CAD": 2, "AUD": 2, "SGD": 2, "JPY": 0}
 
@@ -83,9 +86,6 @@ class Context:
 
     @classmethod
     def from_settings(cls, settings: Settings, chains: Sequence[ChainConfig]) -> Context:
-        # The follower's watermark may hide up to a chain's max_block_interval_s behind a
-        # stuck provider; the expiry grace has to cover it (chains/registry.py bounds it).
-        assert EXPIRY_GRACE_S >= MAX_BLOCK_INTERVAL_S
         return cls(
             chains=tuple(chains),
             rates=rate_provider(settings, chains),
@@ -535,7 +535,8 @@ async def accept_late(session: AsyncSession, principal: Principal, payment_id: s
         return await _apply(session, row, AcceptLate())
     except InvalidTransition:
         raise InvalidRequest(
-            "Only a payment flagged late (money mined after its expiry or sent once it was canceled) can be accepted.",
+            "Only a payment flagged late (money mined after its expiry, or arriving once it had expired or "
+            "been canceled) can be accepted.",
             param="id",
             code="payment_unexpected_state",
         ) from None
@@ -551,12 +552,12 @@ async def expire_due(session: AsyncSession, now: dt.datetime | None = None) -> i
     EXPIRY_MAX_WAIT_S holds its payments no longer: they expire, and money found later is
     late (credited, for the merchant to accept)."""
     now = now or dt.datetime.now(dt.UTC)
-    grace, waited_out = _expiry_window(now)
-    rows = await repository.due_to_expire(session, now, grace, waited_out, EXPIRE_BATCH)
+    grace, waited_out_at = _expiry_window(now)
+    rows = await repository.due_to_expire(session, now, grace, waited_out_at, EXPIRE_BATCH)
     # Locked now. A reorg's rewind that committed after the query's snapshot (orphaning
     # money, clearing the watermark) shows in a fresh statement, not in the locked rows'
     # re-check, which reads the other tables as of the snapshot.
-    followed = await repository.followed_past_expiry(session, [r["id"] for r in rows], grace, waited_out)
+    followed = await repository.followed_past_expiry(session, [r["id"] for r in rows], grace, waited_out_at)
     expired = 0
     for row in rows:
         if row["id"] in followed:
@@ -569,8 +570,8 @@ async def expire_past_block(session: AsyncSession, row: Any, chain_id: int, now:
     chain itself has passed it (blocks come in order), so expire the payment now if its
     other chains were followed past it too (else on-time money there, not yet seen,
     would be taken as late); the updated row."""
-    grace, waited_out = _expiry_window(now or dt.datetime.now(dt.UTC))
-    if row["id"] in await repository.followed_past_expiry(session, [row["id"]], grace, waited_out, chain_id):
+    grace, waited_out_at = _expiry_window(now or dt.datetime.now(dt.UTC))
+    if row["id"] in await repository.followed_past_expiry(session, [row["id"]], grace, waited_out_at, chain_id):
         await _apply_expiry(session, row)
     return await repository.lock(session, row["id"])
 
