@@ -15,7 +15,6 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from stablegate.chains import registry
-from stablegate.chains import service as chain_service
 from stablegate.chains.follower import Follower, watermark
 from stablegate.db import Database
 from stablegate.observability import metrics
@@ -302,7 +301,16 @@ async def test_a_cursor_set_back_rereads_without_duplicates(
 
 async def _synced_at(db: Database, chain: Chain) -> dt.datetime | None:
     async with db.session() as session:
-        return (await chain_service.synced_at(session)).get(chain.stack.chain_id)
+        sql = text("SELECT synced_at FROM chain_cursors WHERE chain_id = :id")
+        return (await session.execute(sql, {"id": chain.stack.chain_id})).scalar()
+
+
+async def _fork_the_tip(chain: Chain, follower: Follower) -> None:
+    """A block the follower has read, then taken back (the chain reverted below it)."""
+    snapshot = chain.rpc("evm_snapshot")
+    chain.mine(1)
+    await follower.sync()
+    chain.rpc("evm_revert", snapshot)
 
 
 async def test_synced_at_says_when_the_follower_last_had_every_block_to_the_head(
@@ -327,10 +335,7 @@ async def test_synced_at_says_when_the_follower_last_had_every_block_to_the_head
     second = await _synced_at(db, chain)
     assert second is not None and second > first
 
-    snapshot = chain.rpc("evm_snapshot")
-    chain.mine(1)
-    await follower.sync()
-    chain.rpc("evm_revert", snapshot)
+    await _fork_the_tip(chain, follower)
     chain.mine(2)  # another branch above the fork
     follower.range_blocks = 1
     await follower.step()  # finds the fork and rewinds: the new branch is unseen
@@ -339,10 +344,7 @@ async def test_synced_at_says_when_the_follower_last_had_every_block_to_the_head
     third = await _synced_at(db, chain)
     assert third is not None and third > second
 
-    snapshot = chain.rpc("evm_snapshot")
-    chain.mine(1)
-    await follower.sync()
-    chain.rpc("evm_revert", snapshot)
+    await _fork_the_tip(chain, follower)
     chain.rpc("evm_mine", int(third.timestamp()) + 100)  # the tip replaced at the same height
     assert await follower.step() == 0  # at the head, its tip differs: rewound, not synced
     assert await _synced_at(db, chain) is None

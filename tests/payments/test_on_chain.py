@@ -19,6 +19,7 @@ from stablegate.kit.pagination import PageRequest
 from stablegate.ledger import service as ledger
 from stablegate.merchants.service import Principal
 from stablegate.payments import service
+from stablegate.payments.schemas import Payment
 from tests.chains.conftest import Chain
 from tests.conftest import Tenant
 from tests.payments.conftest import (
@@ -456,6 +457,20 @@ async def test_a_payment_orphaned_then_mined_again_is_credited_once(
     ]
 
 
+async def seen_then_orphaned(chain: Chain, follower: Follower, payment: Payment, amount: int) -> tuple[bytes, str]:
+    """A transfer to the payment's deposit address, seen, then dropped by a reorg (a
+    longer branch without it): the signed transaction, to mine it again, and its hash."""
+    await follower.sync()
+    snapshot = chain.rpc("evm_snapshot")
+    raw = chain.signed_transfer(option(payment).token, option(payment).instructions.deposit_address.address, amount)
+    tx_hash = chain.send_raw(raw)
+    await follower.sync()
+    chain.rpc("evm_revert", snapshot)
+    chain.mine(2)
+    await follower.sync()
+    return raw, tx_hash
+
+
 async def test_on_time_money_mined_again_after_the_expiry_stays_on_time(
     db: Database, chain: Chain, follower: Follower, principal: Principal, tenant: Tenant, ctx: service.Context
 ) -> None:
@@ -463,14 +478,7 @@ async def test_on_time_money_mined_again_after_the_expiry_stays_on_time(
     after the expiry, before the expiry job ran. It is the same money, sent in time: it
     completes the payment instead of expiring it."""
     payment = await create(db, principal, ctx, amount="6")
-    await follower.sync()
-    snapshot = chain.rpc("evm_snapshot")
-    raw = chain.signed_transfer(option(payment).token, option(payment).instructions.deposit_address.address, 6 * USDC)
-    tx_hash = chain.send_raw(raw)
-    await follower.sync()
-    chain.rpc("evm_revert", snapshot)
-    chain.mine(2)  # orphaned
-    await follower.sync()
+    raw, tx_hash = await seen_then_orphaned(chain, follower, payment, 6 * USDC)
     await set_expiry(db, payment.id, "now() - interval '5 seconds'")
     assert chain.send_raw(raw) == tx_hash  # mined again, after the expiry
     await confirm(chain, follower)
@@ -487,14 +495,7 @@ async def test_a_part_orphaned_and_mined_again_after_another_does_not_pay_the_fi
     against C, so the payment pays 1 % + 0.30 capped at 0.50 once (A's stale estimate
     would have charged 0.50 twice)."""
     payment = await capped_fee_payment(db, principal, tenant, ctx)
-    await follower.sync()
-    snapshot = chain.rpc("evm_snapshot")
-    raw = chain.signed_transfer(option(payment).token, option(payment).instructions.deposit_address.address, 25 * USDC)
-    chain.send_raw(raw)
-    await follower.sync()
-    chain.rpc("evm_revert", snapshot)
-    chain.mine(2)  # A orphaned
-    await follower.sync()
+    raw, _ = await seen_then_orphaned(chain, follower, payment, 25 * USDC)  # A
     pay_transfer(chain, payment, 25 * USDC, payer=1)
     await confirm(chain, follower)  # C confirmed: 0.25 + 0.30, capped at 0.50
     chain.send_raw(raw)  # A again, on the new branch

@@ -115,11 +115,6 @@ async def forget_synced(session: AsyncSession, chain_id: int) -> None:
     await _execute(session, "UPDATE chain_cursors SET synced_at = NULL WHERE chain_id = $1", chain_id)
 
 
-async def synced_at(session: AsyncSession) -> dict[int, dt.datetime]:
-    rows = await _fetch(session, "SELECT chain_id, synced_at FROM chain_cursors WHERE synced_at IS NOT NULL")
-    return {r["chain_id"]: r["synced_at"] for r in rows}
-
-
 async def insert_blocks(session: AsyncSession, chain_id: int, blocks: Sequence[Block]) -> None:
     await _execute(
         session,

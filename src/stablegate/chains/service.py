@@ -90,13 +90,6 @@ async def watch_address(session: AsyncSession, chain_id: int, address: str, owne
     await repository.watch(session, chain_id, address, owner_ref)
 
 
-async def synced_at(session: AsyncSession) -> dict[int, dt.datetime]:
-    """Per chain id: the latest wall time at which the follower had ingested every block
-    up to the head it had just read. Money mined before that time (less the chain's
-    propagation to our node) has been seen; chains never followed to their head are absent."""
-    return await repository.synced_at(session)
-
-
 async def block_time(session: AsyncSession, chain_id: int, block_number: int) -> dt.datetime | None:
     """When a followed block was mined (its header's timestamp). Every block of a range is
     stored before the range's events are published, so a handler finds its event's block;
